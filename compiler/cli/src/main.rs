@@ -1,0 +1,319 @@
+//! The `nnc` command line: `nnc compile model.onnx -o model.so`.
+//!
+//! Exit codes: 0 success, 1 the model could not be compiled (the message
+//! says which node and why), 2 bad command line.
+
+use anyhow::{anyhow, bail, Context, Result};
+use nnc_compiler::{artifact, codegen::target, ir, pipeline};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Instant;
+
+const USAGE: &str = "\
+nnc — compile ONNX models to native shared libraries
+
+USAGE:
+    nnc compile MODEL.onnx -o OUT.so [OPTIONS]
+    nnc --version | --help
+
+Run `nnc compile --help` for the options.
+";
+
+const COMPILE_HELP: &str = "\
+nnc compile — compile an ONNX model into a shared library and a C header
+
+USAGE:
+    nnc compile MODEL.onnx -o OUT.so [OPTIONS]
+
+OPTIONS:
+    -o, --output PATH          Output library (default: MODEL stem + .so)
+    --header PATH              Where to write the C header (default: OUT with .h)
+    --name NAME                Symbol prefix (default: output file stem, non-alphanumerics -> _)
+    --input-shape NAME=D0,D1   Fix the symbolic dims of input NAME (repeatable)
+    --emit KIND                so (default), obj (object file only), ir, opt-ir (print IR to stdout)
+    --target TRIPLE            Target triple (default: host), e.g. aarch64-unknown-linux-gnu
+    --cpu LEVEL                native (host default), generic, x86-64-v2, x86-64-v3, x86-64-v4
+    --linker PATH              C compiler used to link (default: cc, or <triple>-gcc when cross)
+    --timings                  Print the time of each phase to stderr
+
+EXAMPLES:
+    nnc compile examples/mnist_cnn.onnx -o mnist.so
+    nnc compile examples/attention.onnx -o attn.so --input-shape x=128,1,64
+    nnc compile model.onnx --emit ir
+
+EXIT CODES:
+    0 success, 1 the model could not be compiled, 2 bad command line
+";
+
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(u) = e.downcast_ref::<UsageErrorBox>() {
+                eprintln!("nnc: {}\n(see `nnc --help`)", u.0 .0);
+                return ExitCode::from(2);
+            }
+            eprintln!("nnc: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct UsageErrorBox(UsageErrorInner);
+#[derive(Debug)]
+struct UsageErrorInner(String);
+impl std::fmt::Display for UsageErrorBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0 .0)
+    }
+}
+impl std::error::Error for UsageErrorBox {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    let _ = UsageError(String::new());
+    anyhow::Error::new(UsageErrorBox(UsageErrorInner(msg.into())))
+}
+
+fn run(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        None | Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some("-V" | "--version") => {
+            println!("{}", nnc_compiler::codegen::PRODUCER);
+            Ok(())
+        }
+        Some("compile") => compile(&args[1..]),
+        Some(other) => Err(usage(format!("unknown command '{other}'"))),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Emit {
+    So,
+    Obj,
+    Ir,
+    OptIr,
+}
+
+struct CompileArgs {
+    model: PathBuf,
+    output: Option<PathBuf>,
+    header: Option<PathBuf>,
+    name: Option<String>,
+    input_shapes: Vec<(String, Vec<usize>)>,
+    emit: Emit,
+    target: Option<String>,
+    cpu: Option<String>,
+    linker: Option<String>,
+    timings: bool,
+}
+
+fn parse_input_shape(s: &str) -> Result<(String, Vec<usize>)> {
+    let (name, dims) = s.rsplit_once('=').ok_or_else(|| {
+        usage(format!(
+            "--input-shape '{s}' should look like NAME=D0,D1,..."
+        ))
+    })?;
+    let dims = dims
+        .split(',')
+        .map(|d| {
+            d.trim().parse::<usize>().map_err(|_| {
+                usage(format!(
+                    "--input-shape '{s}': '{d}' is not a non-negative integer"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((name.to_string(), dims))
+}
+
+fn parse_compile(args: &[String]) -> Result<Option<CompileArgs>> {
+    let mut it = args.iter();
+    let mut a = CompileArgs {
+        model: PathBuf::new(),
+        output: None,
+        header: None,
+        name: None,
+        input_shapes: vec![],
+        emit: Emit::So,
+        target: None,
+        cpu: None,
+        linker: None,
+        timings: false,
+    };
+    let mut model = None;
+    while let Some(arg) = it.next() {
+        let mut val = |flag: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| usage(format!("{flag} needs a value")))
+        };
+        match arg.as_str() {
+            "-h" | "--help" => {
+                print!("{COMPILE_HELP}");
+                return Ok(None);
+            }
+            "-o" | "--output" => a.output = Some(val(arg)?.into()),
+            "--header" => a.header = Some(val(arg)?.into()),
+            "--name" => a.name = Some(val(arg)?),
+            "--input-shape" => a.input_shapes.push(parse_input_shape(&val(arg)?)?),
+            "--emit" => {
+                a.emit = match val(arg)?.as_str() {
+                    "so" => Emit::So,
+                    "obj" => Emit::Obj,
+                    "ir" => Emit::Ir,
+                    "opt-ir" => Emit::OptIr,
+                    o => {
+                        return Err(usage(format!(
+                            "--emit '{o}': expected so, obj, ir or opt-ir"
+                        )))
+                    }
+                }
+            }
+            "--target" => a.target = Some(val(arg)?),
+            "--cpu" => a.cpu = Some(val(arg)?),
+            "--linker" => a.linker = Some(val(arg)?),
+            "--timings" => a.timings = true,
+            s if s.starts_with('-') => {
+                return Err(usage(format!("unknown option '{s}' for compile")))
+            }
+            s => {
+                if model.replace(PathBuf::from(s)).is_some() {
+                    return Err(usage("compile takes one model file"));
+                }
+            }
+        }
+    }
+    a.model = model
+        .ok_or_else(|| usage("compile needs a model file: nnc compile MODEL.onnx -o OUT.so"))?;
+    Ok(Some(a))
+}
+
+struct Timer {
+    on: bool,
+    last: Instant,
+}
+
+impl Timer {
+    fn lap(&mut self, what: &str) {
+        if self.on {
+            eprintln!(
+                "  {what:<22} {:>8.1} ms",
+                self.last.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        self.last = Instant::now();
+    }
+}
+
+fn compile(args: &[String]) -> Result<()> {
+    let Some(a) = parse_compile(args)? else {
+        return Ok(());
+    };
+    let triple = match &a.target {
+        Some(t) => target_lexicon::Triple::from_str(t)
+            .map_err(|e| usage(format!("--target '{t}': {e}")))?,
+        None => target::host_triple(),
+    };
+    let cross = triple != target::host_triple();
+    let cpu = match &a.cpu {
+        Some(c) => target::Cpu::from_str(c).map_err(usage)?,
+        None if cross => target::Cpu::Generic,
+        None => target::Cpu::Native,
+    };
+    let mut t = Timer {
+        on: a.timings,
+        last: Instant::now(),
+    };
+    let total = Instant::now();
+    let opts = nnc_onnx::Options {
+        input_shapes: a.input_shapes.clone(),
+    };
+    let g =
+        nnc_onnx::load_model(&a.model, &opts).with_context(|| format!("{}", a.model.display()))?;
+    t.lap("parse + shape inference");
+    if a.emit == Emit::Ir {
+        print!("{}", ir::text::print(&g));
+        return Ok(());
+    }
+    let (g, plan) = pipeline::prepare(g).with_context(|| format!("{}", a.model.display()))?;
+    t.lap("legalize + plan");
+    if a.emit == Emit::OptIr {
+        print!("{}", ir::text::print(&g));
+        println!(
+            "# workspace: {} bytes, {} kernel steps",
+            plan.workspace_size,
+            plan.steps.len()
+        );
+        return Ok(());
+    }
+    let output = match &a.output {
+        Some(o) => o.clone(),
+        None => a
+            .model
+            .with_extension(if a.emit == Emit::Obj { "o" } else { "so" }),
+    };
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = match &a.name {
+        Some(n) => {
+            let p = artifact::prefix_from_stem(n);
+            if &p != n {
+                bail!("--name '{n}' is not a C identifier (try '{p}')");
+            }
+            p
+        }
+        None => artifact::prefix_from_stem(&stem),
+    };
+    let tgt = target::build(&triple, cpu, true).map_err(|e| anyhow!(e))?;
+    let obj = artifact::object(&g, &plan, &prefix, tgt)?;
+    t.lap("codegen (cranelift)");
+    let header_path = a
+        .header
+        .clone()
+        .unwrap_or_else(|| output.with_extension("h"));
+    if a.emit == Emit::Obj {
+        write(&output, &obj)?;
+    } else {
+        let linker = a.linker.clone().unwrap_or_else(|| {
+            if cross {
+                format!("{triple}-gcc").replace("-unknown", "")
+            } else {
+                "cc".into()
+            }
+        });
+        artifact::link(&obj, &output, &linker)?;
+        t.lap("link");
+    }
+    write(
+        &header_path,
+        artifact::header(&g, &plan, &prefix).as_bytes(),
+    )?;
+    if a.timings {
+        eprintln!(
+            "  {:<22} {:>8.1} ms",
+            "total",
+            total.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    eprintln!(
+        "nnc: wrote {} and {} (workspace {} bytes)",
+        output.display(),
+        header_path.display(),
+        plan.workspace_size
+    );
+    Ok(())
+}
+
+fn write(p: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display()))
+}

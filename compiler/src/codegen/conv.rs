@@ -1,0 +1,159 @@
+//! Convolution as GEMM: pointwise convs multiply the weights by the input
+//! directly; others unfold the input (im2col) into scratch first. Both use
+//! the register-blocked GEMM with the bias in its epilogue.
+
+use super::gemm::{self, Bias, GemmSpec, Strides};
+use super::kb::Kb;
+use super::movement;
+use cranelift_codegen::ir::Value;
+
+/// A 2-D view of a 1-D or 2-D convolution (1-D has H = KH = 1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub m: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub stride: [usize; 2],
+    pub dil: [usize; 2],
+    /// Begin pads (end pads only shape the output size).
+    pub pad: [usize; 2],
+    pub group: usize,
+}
+
+impl ConvGeom {
+    pub fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0]
+    }
+
+    /// Bytes of im2col scratch (0 for pointwise convs).
+    pub fn scratch_bytes(&self) -> usize {
+        if self.is_pointwise() {
+            0
+        } else {
+            4 * (self.c / self.group) * self.kh * self.kw * self.oh * self.ow
+        }
+    }
+}
+
+/// Output index range [lo, hi) whose input coordinate `o·s − p + kk·d` lies in [0, size).
+fn valid_range(out: usize, size: usize, s: usize, p: usize, d: usize, kk: usize) -> (usize, usize) {
+    let off = kk as i64 * d as i64 - p as i64;
+    let mut lo = out;
+    let mut hi = 0;
+    for o in 0..out {
+        let i = o as i64 * s as i64 + off;
+        if i >= 0 && i < size as i64 {
+            lo = lo.min(o);
+            hi = o + 1;
+        }
+    }
+    if lo >= hi {
+        (0, 0)
+    } else {
+        (lo, hi)
+    }
+}
+
+pub fn emit(
+    k: &mut Kb,
+    g: &ConvGeom,
+    x: Value,
+    w: Value,
+    bias: Option<Value>,
+    y: Value,
+    scratch: Option<Value>,
+    relu: bool,
+) {
+    let cg = g.c / g.group;
+    let mg = g.m / g.group;
+    let kdim = cg * g.kh * g.kw;
+    let ohw = g.oh * g.ow;
+    let spec = GemmSpec {
+        m: mg,
+        n: ohw,
+        k: kdim,
+        a: Strides { row: kdim, col: 1 },
+        b_row: if g.is_pointwise() { g.h * g.w } else { ohw },
+        c_row: ohw,
+        alpha: 1.0,
+        bias: bias.map(|_| Bias {
+            strides: Strides { row: 1, col: 0 },
+            beta: 1.0,
+        }),
+        relu,
+    };
+    for n in 0..g.n {
+        for grp in 0..g.group {
+            let xin = k.offset(x, (4 * (n * g.c + grp * cg) * g.h * g.w) as i64);
+            let b = if g.is_pointwise() {
+                xin
+            } else {
+                let s = scratch.expect("planner allocates im2col scratch");
+                im2col(k, g, xin, s);
+                s
+            };
+            let a = k.offset(w, (4 * grp * mg * kdim) as i64);
+            let c = k.offset(y, (4 * (n * g.m + grp * mg) * ohw) as i64);
+            let bi = bias.map(|p| k.offset(p, (4 * grp * mg) as i64));
+            gemm::emit(k, &spec, a, b, c, bi);
+        }
+    }
+}
+
+/// Unfolds one group of one image: row (c, kh, kw), column (oh, ow).
+fn im2col(k: &mut Kb, g: &ConvGeom, x: Value, col: Value) {
+    let cg = g.c / g.group;
+    let ohw = g.oh * g.ow;
+    let taps = g.kh * g.kw;
+    k.for_range(0, cg as i64, 1, |k, c| {
+        let xc = k.index(x, c, (4 * g.h * g.w) as i64);
+        let rows = k.index(col, c, (4 * taps * ohw) as i64);
+        for kh in 0..g.kh {
+            let (h_lo, h_hi) = valid_range(g.oh, g.h, g.stride[0], g.pad[0], g.dil[0], kh);
+            for kw in 0..g.kw {
+                let (w_lo, w_hi) = valid_range(g.ow, g.w, g.stride[1], g.pad[1], g.dil[1], kw);
+                let row = k.offset(rows, (4 * (kh * g.kw + kw) * ohw) as i64);
+                if h_lo >= h_hi || w_lo >= w_hi {
+                    movement::fill_zero(k, row, 4 * ohw);
+                    continue;
+                }
+                movement::fill_zero(k, row, 4 * h_lo * g.ow);
+                let tail = k.offset(row, (4 * h_hi * g.ow) as i64);
+                movement::fill_zero(k, tail, 4 * (g.oh - h_hi) * g.ow);
+                k.for_range(h_lo as i64, h_hi as i64, 1, |k, oh| {
+                    let dst = k.index(row, oh, (4 * g.ow) as i64);
+                    // input row ih = oh·s − p + kh·d
+                    let ih = k.b_ins_imul_add(
+                        oh,
+                        g.stride[0] as i64,
+                        kh as i64 * g.dil[0] as i64 - g.pad[0] as i64,
+                    );
+                    let src_row = k.index(xc, ih, (4 * g.w) as i64);
+                    movement::fill_zero(k, dst, 4 * w_lo);
+                    let dtail = k.offset(dst, (4 * w_hi) as i64);
+                    movement::fill_zero(k, dtail, 4 * (g.ow - w_hi));
+                    let iw0 = (w_lo * g.stride[1] + kw * g.dil[1]) as i64 - g.pad[1] as i64;
+                    let src = k.offset(src_row, 4 * iw0);
+                    let dst = k.offset(dst, (4 * w_lo) as i64);
+                    let cnt = w_hi - w_lo;
+                    if g.stride[1] == 1 {
+                        movement::copy(k, dst, src, cnt, 4);
+                    } else {
+                        let s = g.stride[1] as i64;
+                        k.for_range(0, cnt as i64, 1, |k, i| {
+                            let p = k.index(src, i, 4 * s);
+                            let v = k.load(cranelift_codegen::ir::types::F32, p, 0);
+                            k.store_at(v, dst, i);
+                        });
+                    }
+                });
+            }
+        }
+    });
+}

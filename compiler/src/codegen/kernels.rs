@@ -1,0 +1,548 @@
+//! The one place that maps an IR op to a kernel: support check, scratch
+//! size, and emission. Adding an op to codegen means adding an arm here and,
+//! if it is a new family, a module beside this one.
+
+use super::conv::{self, ConvGeom};
+use super::elementwise::{self, Expr, Layout};
+use super::gemm::{self, Bias, GemmSpec, Strides};
+use super::kb::Kb;
+use super::movement;
+use super::pool::{self, PoolGeom};
+use super::reduce::{self, Affine, Orc};
+use crate::ir::{
+    BinaryOp, DType, Graph, Op, PadMode, PoolKind, TensorType, UnaryOp, ValueId, ValueKind,
+};
+use cranelift_codegen::ir::types::I32;
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+fn op_and_args(g: &Graph, id: ValueId) -> (&Op, Vec<&TensorType>) {
+    match &g.value(id).kind {
+        ValueKind::Op { op, args } => (op, args.iter().map(|&a| g.ty(a)).collect()),
+        _ => unreachable!("kernels are only built for op values"),
+    }
+}
+
+fn float_binary(b: BinaryOp) -> bool {
+    use BinaryOp::*;
+    matches!(b, Add | Sub | Mul | Div | Pow | Max | Min)
+}
+
+/// Whether codegen can build this value's kernel; the error names what is
+/// missing so the CLI can refuse by name.
+pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
+    let (op, args) = op_and_args(g, id);
+    let out = g.ty(id);
+    let all_f32 = args.iter().all(|t| t.dtype == DType::F32) && out.dtype == DType::F32;
+    let need_f32 = |what: &str| -> Result<(), String> {
+        if all_f32 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} on non-f32 data computed at run time is not supported"
+            ))
+        }
+    };
+    match op {
+        Op::Unary(UnaryOp::Not) => Err("'not' on run-time bool data is not supported".into()),
+        Op::Unary(u) => need_f32(u.name()),
+        Op::Binary(b) if float_binary(*b) => need_f32(b.name()),
+        Op::Binary(b) => Err(format!(
+            "'{}' on data computed at run time is not supported",
+            b.name()
+        )),
+        Op::Where | Op::Cast { .. } | Op::ArgMax { .. } => Err(format!(
+            "'{}' on data computed at run time is not supported",
+            op.name()
+        )),
+        Op::MatMul | Op::Gemm { .. } => need_f32(op.name()),
+        Op::Conv { window, .. } | Op::Pool { window, .. } => {
+            need_f32(op.name())?;
+            if window.spatial_rank() > 2 {
+                return Err(format!(
+                    "{} with {} spatial dims is not supported (1-D and 2-D are)",
+                    op.name(),
+                    window.spatial_rank()
+                ));
+            }
+            Ok(())
+        }
+        Op::Softmax { .. } | Op::InstanceNorm { .. } => need_f32(op.name()),
+        Op::LayerNorm { axis, .. } => {
+            need_f32("layer_norm")?;
+            let n: usize = args[0].shape[*axis..].iter().product();
+            if args[1..].iter().any(|t| t.numel() != n) {
+                return Err(
+                    "layer_norm with broadcast scale/bias computed at run time is not supported"
+                        .into(),
+                );
+            }
+            Ok(())
+        }
+        Op::Reduce { axes, .. } => {
+            need_f32("reduce")?;
+            if !axes.is_empty()
+                && axes.iter().max().unwrap() - axes.iter().min().unwrap() + 1 != axes.len()
+            {
+                return Err(format!(
+                    "reduce over non-adjacent axes {axes:?} is not supported"
+                ));
+            }
+            Ok(())
+        }
+        Op::Pad { mode, .. } => {
+            if *mode != PadMode::Constant {
+                return Err(format!("pad mode {mode:?} is not supported"));
+            }
+            if out.dtype != DType::F32 {
+                return Err("pad on non-f32 run-time data is not supported".into());
+            }
+            Ok(())
+        }
+        Op::Reshape { .. } | Op::Transpose { .. } | Op::Concat { .. } | Op::Slice { .. } => Ok(()),
+        Op::Gather { .. } | Op::Expand { .. } | Op::Tile { .. } => Ok(()),
+    }
+}
+
+fn conv_geom(
+    window: &crate::ir::Window,
+    group: usize,
+    x: &TensorType,
+    w: &TensorType,
+    y: &TensorType,
+) -> ConvGeom {
+    let two = window.spatial_rank() == 2;
+    let (h, kh, oh) = if two {
+        (x.shape[2], w.shape[2], y.shape[2])
+    } else {
+        (1, 1, 1)
+    };
+    let last = x.rank() - 1;
+    let sp = |v: &[usize], d: usize| -> [usize; 2] {
+        if two {
+            [v[0], v[1]]
+        } else {
+            [d, v[0]]
+        }
+    };
+    ConvGeom {
+        n: x.shape[0],
+        c: x.shape[1],
+        h,
+        w: x.shape[last],
+        m: w.shape[0],
+        kh,
+        kw: w.shape[last],
+        oh,
+        ow: y.shape[last],
+        stride: sp(&window.strides, 1),
+        dil: sp(&window.dilations, 1),
+        pad: sp(&window.pads[..window.spatial_rank()], 0),
+        group,
+    }
+}
+
+/// Temporary bytes the kernel needs beside its result.
+pub fn scratch_bytes(g: &Graph, id: ValueId) -> usize {
+    let (op, args) = op_and_args(g, id);
+    match op {
+        Op::Conv { window, group } => {
+            conv_geom(window, *group, args[0], args[1], g.ty(id)).scratch_bytes()
+        }
+        Op::Gemm { trans_b: true, .. } => args[1].bytes(),
+        _ => 0,
+    }
+}
+
+fn window_pool(
+    window: &crate::ir::Window,
+    x: &TensorType,
+    y: &TensorType,
+    kind: PoolKind,
+) -> PoolGeom {
+    let two = window.spatial_rank() == 2;
+    let r = window.spatial_rank();
+    let last = x.rank() - 1;
+    let sp = |v: &[usize], d: usize| -> [usize; 2] {
+        if two {
+            [v[0], v[1]]
+        } else {
+            [d, v[0]]
+        }
+    };
+    PoolGeom {
+        planes: x.shape[0] * x.shape[1],
+        h: if two { x.shape[2] } else { 1 },
+        w: x.shape[last],
+        oh: if two { y.shape[2] } else { 1 },
+        ow: y.shape[last],
+        k: sp(&window.kernel, 1),
+        stride: sp(&window.strides, 1),
+        dil: sp(&window.dilations, 1),
+        pad_begin: sp(&window.pads[..r], 0),
+        pad_end: sp(&window.pads[r..], 0),
+        max: kind == PoolKind::Max,
+        count_include_pad: matches!(
+            kind,
+            PoolKind::Avg {
+                count_include_pad: true
+            }
+        ),
+    }
+}
+
+/// Emits the kernel body; returns the i32 status value (0 = ok).
+pub fn emit(
+    k: &mut Kb,
+    g: &Graph,
+    id: ValueId,
+    a: &[Value],
+    out: Value,
+    scratch: Option<Value>,
+) -> Value {
+    let (op, args) = op_and_args(g, id);
+    let y = g.ty(id);
+    let esize = y.dtype.size();
+    let zero = k.b.ins().iconst(I32, 0);
+    match op {
+        Op::Unary(u) => {
+            let l = Layout::new(&y.shape, &[args[0].shape.clone()]);
+            elementwise::emit(k, &Expr::unary(*u, Expr::Input(0)), &l, a, out);
+        }
+        Op::Binary(b) => {
+            let l = Layout::new(&y.shape, &[args[0].shape.clone(), args[1].shape.clone()]);
+            // A constant scalar exponent becomes part of the expression (x², √x …).
+            let rhs = match (b, g.as_const(value_arg(g, id, 1))) {
+                (BinaryOp::Pow, Some(t)) if t.numel() == 1 => Expr::Const(t.as_f32().unwrap()[0]),
+                _ => Expr::Input(1),
+            };
+            elementwise::emit(k, &Expr::binary(*b, Expr::Input(0), rhs), &l, a, out);
+        }
+        Op::MatMul => matmul(k, args[0], args[1], y, a[0], a[1], out),
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => {
+            let (sa, sb) = (&args[0].shape, &args[1].shape);
+            let (m, kk) = if *trans_a {
+                (sa[1], sa[0])
+            } else {
+                (sa[0], sa[1])
+            };
+            let n = y.shape[1];
+            let bptr = if *trans_b {
+                // B is stored [N, K]: transpose into scratch so rows are contiguous.
+                let s = scratch.expect("scratch for transposed B");
+                movement::transpose(k, sb, &[1, 0], a[1], s, 4);
+                s
+            } else {
+                a[1]
+            };
+            let bias = args.get(2).map(|c| {
+                let st = elementwise::Layout::new(&[m, n], &[c.shape.clone()]);
+                let _ = st;
+                let bs = broadcast_strides(&c.shape, &[m, n]);
+                Bias {
+                    strides: Strides {
+                        row: bs[0],
+                        col: bs[1],
+                    },
+                    beta: beta.get(),
+                }
+            });
+            let spec = GemmSpec {
+                m,
+                n,
+                k: kk,
+                a: if *trans_a {
+                    Strides { row: 1, col: m }
+                } else {
+                    Strides { row: kk, col: 1 }
+                },
+                b_row: n,
+                c_row: n,
+                alpha: alpha.get(),
+                bias: if beta.get() == 0.0 { None } else { bias },
+                relu: false,
+            };
+            let bias_ptr = if spec.bias.is_some() {
+                a.get(2).copied()
+            } else {
+                None
+            };
+            gemm::emit(k, &spec, a[0], bptr, out, bias_ptr);
+        }
+        Op::Conv { window, group } => {
+            let geom = conv_geom(window, *group, args[0], args[1], y);
+            conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, scratch, false);
+        }
+        Op::Pool { kind, window } => {
+            pool::emit(k, &window_pool(window, args[0], y, *kind), a[0], out)
+        }
+        Op::Softmax { axis, log } => {
+            reduce::softmax(k, Orc::new(&y.shape, *axis, *axis + 1), *log, a[0], out)
+        }
+        Op::LayerNorm { axis, epsilon } => {
+            let rows: usize = y.shape[..*axis].iter().product();
+            let n: usize = y.shape[*axis..].iter().product();
+            reduce::normalize(
+                k,
+                rows,
+                n,
+                epsilon.get(),
+                Affine::PerElement,
+                a[0],
+                a[1],
+                a.get(2).copied(),
+                out,
+            );
+        }
+        Op::InstanceNorm { epsilon } => {
+            let rows = y.shape[0] * y.shape[1];
+            let n: usize = y.shape[2..].iter().product();
+            reduce::normalize(
+                k,
+                rows,
+                n,
+                epsilon.get(),
+                Affine::PerRow {
+                    channels: y.shape[1],
+                },
+                a[0],
+                a[1],
+                Some(a[2]),
+                out,
+            );
+        }
+        Op::Reduce { op, axes, .. } => {
+            if axes.is_empty() {
+                movement::copy(k, out, a[0], y.numel(), 4);
+            } else {
+                let lo = *axes.iter().min().unwrap();
+                let hi = *axes.iter().max().unwrap() + 1;
+                reduce::reduce(k, *op, Orc::new(&args[0].shape, lo, hi), a[0], out);
+            }
+        }
+        Op::Reshape { .. } => movement::copy(k, out, a[0], y.numel(), esize),
+        Op::Transpose { perm } => movement::transpose(k, &args[0].shape, perm, a[0], out, esize),
+        Op::Concat { axis } => {
+            let shapes: Vec<Vec<usize>> = args.iter().map(|t| t.shape.clone()).collect();
+            movement::concat(k, &shapes, *axis, a, out, esize);
+        }
+        Op::Slice { dims } => {
+            let st = args[0].strides();
+            let base: i64 = dims
+                .iter()
+                .zip(&st)
+                .map(|(d, &s)| d.start as i64 * s as i64)
+                .sum();
+            let src = k.offset(a[0], base * esize as i64);
+            let counts: Vec<usize> = dims.iter().map(|d| d.count).collect();
+            let strides: Vec<i64> = dims
+                .iter()
+                .zip(&st)
+                .map(|(d, &s)| d.step * s as i64)
+                .collect();
+            movement::strided_copy(
+                k,
+                &counts,
+                &strides,
+                src,
+                &movement::dense(&counts),
+                out,
+                esize,
+            );
+        }
+        Op::Expand { shape } => {
+            let bs: Vec<i64> = broadcast_strides(&args[0].shape, shape)
+                .iter()
+                .map(|&s| s as i64)
+                .collect();
+            movement::strided_copy(k, shape, &bs, a[0], &movement::dense(shape), out, esize);
+        }
+        Op::Tile { repeats } => movement::tile(k, &args[0].shape, repeats, a[0], out, esize),
+        Op::Pad { pads, value, .. } => {
+            movement::fill_f32(k, out, y.numel(), value.get());
+            let r = y.rank();
+            let ins = &args[0].shape;
+            let (mut src_off, mut dst_off) = (0i64, 0i64);
+            let (sst, dst_st) = (args[0].strides(), y.strides());
+            let mut counts = Vec::with_capacity(r);
+            for d in 0..r {
+                let (pb, pe) = (pads[d], pads[d + r]);
+                let in_start = (-pb).max(0);
+                let out_start = pb.max(0);
+                let cnt = ins[d] as i64 - in_start - (-pe).max(0);
+                counts.push(cnt.max(0) as usize);
+                src_off += in_start * sst[d] as i64;
+                dst_off += out_start * dst_st[d] as i64;
+            }
+            if counts.iter().all(|&c| c > 0) {
+                let s = k.offset(a[0], 4 * src_off);
+                let d = k.offset(out, 4 * dst_off);
+                let si: Vec<i64> = sst.iter().map(|&x| x as i64).collect();
+                let so: Vec<i64> = dst_st.iter().map(|&x| x as i64).collect();
+                movement::strided_copy(k, &counts, &si, s, &so, d, 4);
+            }
+        }
+        Op::Gather { axis } => {
+            let status = k.var(I32, zero);
+            movement::gather(
+                k,
+                &args[0].shape,
+                *axis,
+                args[1].numel(),
+                a[0],
+                a[1],
+                out,
+                esize,
+                status,
+            );
+            return k.get(status);
+        }
+        Op::Where | Op::Cast { .. } | Op::ArgMax { .. } => unreachable!("refused by check()"),
+    }
+    zero
+}
+
+fn value_arg(g: &Graph, id: ValueId, i: usize) -> ValueId {
+    match &g.value(id).kind {
+        ValueKind::Op { args, .. } => args[i],
+        _ => unreachable!(),
+    }
+}
+
+/// Element strides of `shape` broadcast against `out` (0 on broadcast dims).
+pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let r = out.len();
+    let own = crate::ir::contiguous_strides(shape);
+    (0..r)
+        .map(|d| {
+            if d + shape.len() < r {
+                0
+            } else {
+                let sd = d + shape.len() - r;
+                if shape[sd] == 1 && out[d] != 1 {
+                    0
+                } else {
+                    own[sd]
+                }
+            }
+        })
+        .collect()
+}
+
+/// Batched, broadcasting matmul: loops over the batch dims and runs one
+/// GEMM per batch entry.
+fn matmul(
+    k: &mut Kb,
+    at: &TensorType,
+    bt: &TensorType,
+    yt: &TensorType,
+    a: Value,
+    b: Value,
+    y: Value,
+) {
+    let a2: Vec<usize> = if at.rank() == 1 {
+        vec![1, at.shape[0]]
+    } else {
+        at.shape.clone()
+    };
+    let b2: Vec<usize> = if bt.rank() == 1 {
+        vec![bt.shape[0], 1]
+    } else {
+        bt.shape.clone()
+    };
+    let (m, kk) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let n = b2[b2.len() - 1];
+    let batch =
+        crate::ir::broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2]).expect("verified");
+    let _ = yt;
+    let sa = broadcast_strides(&a2[..a2.len() - 2], &batch);
+    let sb = broadcast_strides(&b2[..b2.len() - 2], &batch);
+    let spec = GemmSpec {
+        m,
+        n,
+        k: kk,
+        a: Strides { row: kk, col: 1 },
+        b_row: n,
+        c_row: n,
+        alpha: 1.0,
+        bias: None,
+        relu: false,
+    };
+    let nb: usize = batch.iter().product();
+    let bst = crate::ir::contiguous_strides(&batch);
+    // Batch index → operand offsets, computed at compile time per entry when
+    // small, else by nested loops.
+    batch_loop(
+        k,
+        &batch,
+        &sa,
+        &sb,
+        0,
+        a,
+        b,
+        y,
+        m * kk,
+        kk * n,
+        m * n,
+        &spec,
+        &bst,
+        nb,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn batch_loop(
+    k: &mut Kb,
+    batch: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    d: usize,
+    a: Value,
+    b: Value,
+    y: Value,
+    asz: usize,
+    bsz: usize,
+    ysz: usize,
+    spec: &GemmSpec,
+    yst: &[usize],
+    nb: usize,
+) {
+    if d == batch.len() {
+        gemm::emit(k, spec, a, b, y, None);
+        return;
+    }
+    let _ = nb;
+    k.for_range(0, batch[d] as i64, 1, |k, i| {
+        let pa = if sa[d] == 0 {
+            a
+        } else {
+            k.index(a, i, (4 * sa[d] * asz) as i64)
+        };
+        let pb = if sb[d] == 0 {
+            b
+        } else {
+            k.index(b, i, (4 * sb[d] * bsz) as i64)
+        };
+        let py = k.index(y, i, (4 * yst[d] * ysz) as i64);
+        batch_loop(
+            k,
+            batch,
+            sa,
+            sb,
+            d + 1,
+            pa,
+            pb,
+            py,
+            asz,
+            bsz,
+            ysz,
+            spec,
+            yst,
+            nb,
+        );
+    });
+}

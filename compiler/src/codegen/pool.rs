@@ -1,0 +1,140 @@
+//! Max and average pooling (1-D and 2-D). Window clipping is resolved at
+//! compile time: output positions are grouped into runs that share the same
+//! valid tap range, so each run is a loop with a fully static window.
+
+use super::kb::Kb;
+use cranelift_codegen::ir::types::F32;
+use cranelift_codegen::ir::Value;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolGeom {
+    /// N·C planes.
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub k: [usize; 2],
+    pub stride: [usize; 2],
+    pub dil: [usize; 2],
+    pub pad_begin: [usize; 2],
+    pub pad_end: [usize; 2],
+    pub max: bool,
+    pub count_include_pad: bool,
+}
+
+/// A run of outputs [o_lo, o_hi) with taps [t_lo, t_hi) valid and `count`
+/// taps inside the padded extent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Run {
+    o_lo: usize,
+    o_hi: usize,
+    t_lo: usize,
+    t_hi: usize,
+    padded_count: usize,
+}
+
+fn runs(out: usize, size: usize, k: usize, s: usize, d: usize, pb: usize, pe: usize) -> Vec<Run> {
+    let mut v: Vec<Run> = Vec::new();
+    for o in 0..out {
+        let base = (o * s) as i64 - pb as i64;
+        let valid: Vec<usize> = (0..k)
+            .filter(|&t| (0..size as i64).contains(&(base + (t * d) as i64)))
+            .collect();
+        let padded = (0..k)
+            .filter(|&t| (-(pb as i64)..(size + pe) as i64).contains(&(base + (t * d) as i64)))
+            .count();
+        let (t_lo, t_hi) = match (valid.first(), valid.last()) {
+            (Some(&a), Some(&b)) => (a, b + 1),
+            _ => (0, 0),
+        };
+        match v.last_mut() {
+            Some(r)
+                if r.t_lo == t_lo && r.t_hi == t_hi && r.padded_count == padded && r.o_hi == o =>
+            {
+                r.o_hi = o + 1
+            }
+            _ => v.push(Run {
+                o_lo: o,
+                o_hi: o + 1,
+                t_lo,
+                t_hi,
+                padded_count: padded,
+            }),
+        }
+    }
+    v
+}
+
+pub fn emit(k: &mut Kb, g: &PoolGeom, x: Value, y: Value) {
+    let hr = runs(
+        g.oh,
+        g.h,
+        g.k[0],
+        g.stride[0],
+        g.dil[0],
+        g.pad_begin[0],
+        g.pad_end[0],
+    );
+    let wr = runs(
+        g.ow,
+        g.w,
+        g.k[1],
+        g.stride[1],
+        g.dil[1],
+        g.pad_begin[1],
+        g.pad_end[1],
+    );
+    k.for_range(0, g.planes as i64, 1, |k, p| {
+        let xp = k.index(x, p, (4 * g.h * g.w) as i64);
+        let yp = k.index(y, p, (4 * g.oh * g.ow) as i64);
+        for hrun in &hr {
+            for wrun in &wr {
+                k.for_range(hrun.o_lo as i64, hrun.o_hi as i64, 1, |k, oh| {
+                    // &x[oh·s − pb][·]
+                    let ih0 = k.b_ins_imul_add(oh, g.stride[0] as i64, -(g.pad_begin[0] as i64));
+                    let xrow = k.index(xp, ih0, (4 * g.w) as i64);
+                    let yrow = k.index(yp, oh, (4 * g.ow) as i64);
+                    k.for_range(wrun.o_lo as i64, wrun.o_hi as i64, 1, |k, ow| {
+                        let iw0 =
+                            k.b_ins_imul_add(ow, g.stride[1] as i64, -(g.pad_begin[1] as i64));
+                        let base = k.index(xrow, iw0, 4);
+                        let mut acc = k.cst(F32, if g.max { f32::NEG_INFINITY } else { 0.0 });
+                        for th in hrun.t_lo..hrun.t_hi {
+                            for tw in wrun.t_lo..wrun.t_hi {
+                                let off = 4 * ((th * g.dil[0] * g.w) + tw * g.dil[1]) as i64;
+                                let v = k.load(F32, base, off);
+                                acc = if g.max { k.max(acc, v) } else { k.add(acc, v) };
+                            }
+                        }
+                        if !g.max {
+                            let cnt = if g.count_include_pad {
+                                hrun.padded_count * wrun.padded_count
+                            } else {
+                                (hrun.t_hi - hrun.t_lo) * (wrun.t_hi - wrun.t_lo)
+                            };
+                            let inv = k.cst(F32, 1.0 / cnt.max(1) as f32);
+                            acc = k.mul(acc, inv);
+                        }
+                        k.store_at(acc, yrow, ow);
+                    });
+                });
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_group_border_and_interior() {
+        // 3-tap window, stride 1, pad 1 on a 5-wide input: border, interior, border.
+        let r = runs(5, 5, 3, 1, 1, 1, 1);
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[0].o_lo, r[0].o_hi, r[0].t_lo, r[0].t_hi), (0, 1, 1, 3));
+        assert_eq!((r[1].o_lo, r[1].o_hi, r[1].t_lo, r[1].t_hi), (1, 4, 0, 3));
+        assert_eq!((r[2].o_lo, r[2].o_hi, r[2].t_lo, r[2].t_hi), (4, 5, 0, 2));
+    }
+}

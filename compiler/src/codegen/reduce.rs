@@ -1,0 +1,385 @@
+//! Reductions over a contiguous block of axes, softmax, and the
+//! normalizations. Every kernel views its tensor as [outer, r, inner]: with
+//! inner = 1 a row is contiguous and is reduced with vector accumulators and
+//! a final horizontal step; otherwise vectors run along `inner` and the
+//! reduction walks `r` with stride `inner`.
+
+use super::kb::{Kb, LANES, VF};
+use super::math;
+use crate::ir::ReduceOp;
+use cranelift_codegen::ir::types::F32;
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Orc {
+    pub outer: usize,
+    pub r: usize,
+    pub inner: usize,
+}
+
+impl Orc {
+    /// View of `shape` reducing the contiguous axes `lo..hi`.
+    pub fn new(shape: &[usize], lo: usize, hi: usize) -> Orc {
+        Orc {
+            outer: shape[..lo].iter().product(),
+            r: shape[lo..hi].iter().product(),
+            inner: shape[hi..].iter().product(),
+        }
+    }
+}
+
+type Step = fn(&mut Kb, Value, Value) -> Value;
+
+/// Folds `count` lines: the accumulator starts at `init` and absorbs each
+/// loaded element (of type `ty`) at `base + i·stride` through `step` after
+/// applying `pre`.
+#[allow(clippy::too_many_arguments)]
+fn fold_strided(
+    k: &mut Kb,
+    base: Value,
+    count: usize,
+    stride: usize,
+    ty: Type,
+    init: f32,
+    pre: &dyn Fn(&mut Kb, Value) -> Value,
+    step: Step,
+) -> Value {
+    let z = k.cst(ty, init);
+    let acc = k.var(ty, z);
+    k.for_range(0, count as i64, 1, |k, i| {
+        let p = k.index(base, i, 4 * stride as i64);
+        let x = k.load(ty, p, 0);
+        let x = pre(k, x);
+        let a = k.get(acc);
+        let a = step(k, a, x);
+        k.set(acc, a);
+    });
+    k.get(acc)
+}
+
+/// Folds a contiguous row of `n` f32 to a scalar.
+fn fold_row(
+    k: &mut Kb,
+    base: Value,
+    n: usize,
+    init: f32,
+    pre: &dyn Fn(&mut Kb, Value) -> Value,
+    step: Step,
+) -> Value {
+    let n4 = n / LANES * LANES;
+    let mut acc = k.cst(F32, init);
+    if n4 > 0 {
+        let z = k.cst(VF, init);
+        let va = k.var(VF, z);
+        k.for_range(0, n4 as i64, LANES as i64, |k, i| {
+            let x = k.load_at(VF, base, i);
+            let x = pre(k, x);
+            let a = k.get(va);
+            let a = step(k, a, x);
+            k.set(va, a);
+        });
+        let v = k.get(va);
+        acc = k.hreduce(v, step);
+    }
+    if n > n4 {
+        let tail = k.offset(base, 4 * n4 as i64);
+        let t = fold_strided(k, tail, n - n4, 1, F32, init, pre, step);
+        acc = step(k, acc, t);
+    }
+    acc
+}
+
+fn id(_: &mut Kb, x: Value) -> Value {
+    x
+}
+fn sq(k: &mut Kb, x: Value) -> Value {
+    k.mul(x, x)
+}
+fn abs(k: &mut Kb, x: Value) -> Value {
+    k.b.ins().fabs(x)
+}
+fn add(k: &mut Kb, a: Value, b: Value) -> Value {
+    k.add(a, b)
+}
+fn mul(k: &mut Kb, a: Value, b: Value) -> Value {
+    k.mul(a, b)
+}
+fn max(k: &mut Kb, a: Value, b: Value) -> Value {
+    k.max(a, b)
+}
+fn min(k: &mut Kb, a: Value, b: Value) -> Value {
+    k.min(a, b)
+}
+
+/// Calls `f(k, line_base, out_index, ty)` for every reduction line: with
+/// inner = 1 one line per outer index (ty = F32 marks a contiguous row);
+/// otherwise one per inner lane chunk (ty = F32X4 or F32 tail).
+fn for_lines(k: &mut Kb, v: Orc, x: Value, mut f: impl FnMut(&mut Kb, Value, Value, Type, bool)) {
+    k.for_range(0, v.outer as i64, 1, |k, o| {
+        let xo = k.index(x, o, (4 * v.r * v.inner) as i64);
+        if v.inner == 1 {
+            f(k, xo, o, F32, true);
+        } else {
+            let oi = k.b.ins().imul_imm_s(o, v.inner as i64);
+            k.for_lanes(v.inner, |k, j, ty| {
+                let base = k.index(xo, j, 4);
+                let out = k.b.ins().iadd(oi, j);
+                f(k, base, out, ty, false);
+            });
+        }
+    });
+}
+
+/// Reduces one line to a value of type `ty` (scalar for rows).
+fn reduce_line(
+    k: &mut Kb,
+    v: Orc,
+    base: Value,
+    ty: Type,
+    row: bool,
+    init: f32,
+    pre: &dyn Fn(&mut Kb, Value) -> Value,
+    step: Step,
+) -> Value {
+    if row {
+        fold_row(k, base, v.r, init, pre, step)
+    } else {
+        fold_strided(k, base, v.r, v.inner, ty, init, pre, step)
+    }
+}
+
+pub fn reduce(k: &mut Kb, op: ReduceOp, v: Orc, x: Value, y: Value) {
+    for_lines(k, v, x, |k, base, out, ty, row| {
+        let r = match op {
+            ReduceOp::Sum | ReduceOp::Mean => reduce_line(k, v, base, ty, row, 0.0, &id, add),
+            ReduceOp::Max => reduce_line(k, v, base, ty, row, f32::NEG_INFINITY, &id, max),
+            ReduceOp::Min => reduce_line(k, v, base, ty, row, f32::INFINITY, &id, min),
+            ReduceOp::Prod => reduce_line(k, v, base, ty, row, 1.0, &id, mul),
+            ReduceOp::L1 => reduce_line(k, v, base, ty, row, 0.0, &abs, add),
+            ReduceOp::L2 | ReduceOp::SumSquare => reduce_line(k, v, base, ty, row, 0.0, &sq, add),
+            ReduceOp::LogSumExp => {
+                let m = reduce_line(k, v, base, ty, row, f32::NEG_INFINITY, &id, max);
+                let (mv, ms) = lanes_of(k, m, row);
+                let pre = move |k: &mut Kb, x: Value| {
+                    let mm = if k.ty(x) == F32 { ms } else { mv };
+                    let d = k.sub(x, mm);
+                    math::unary(k, crate::ir::UnaryOp::Exp, d)
+                };
+                let s = reduce_line(k, v, base, ty, row, 0.0, &pre, add);
+                let l = math::unary(k, crate::ir::UnaryOp::Log, s);
+                k.add(l, m)
+            }
+        };
+        let r = match op {
+            ReduceOp::Mean => {
+                let c = k.cst(k.ty(r), 1.0 / v.r as f32);
+                k.mul(r, c)
+            }
+            ReduceOp::L2 => k.b.ins().sqrt(r),
+            _ => r,
+        };
+        k.store_at(r, y, out);
+    });
+}
+
+/// For a row reduction result (scalar), also its splat; for a lane result, itself.
+fn lanes_of(k: &mut Kb, s: Value, row: bool) -> (Value, Value) {
+    if row {
+        let v = k.splat(s);
+        (v, s)
+    } else {
+        (s, s)
+    }
+}
+
+/// Softmax or log-softmax along the middle axis of `v`.
+pub fn softmax(k: &mut Kb, v: Orc, log: bool, x: Value, y: Value) {
+    k.for_range(0, v.outer as i64, 1, |k, o| {
+        let xo = k.index(x, o, (4 * v.r * v.inner) as i64);
+        let yo = k.index(y, o, (4 * v.r * v.inner) as i64);
+        if v.inner == 1 {
+            let m = fold_row(k, xo, v.r, f32::NEG_INFINITY, &id, max);
+            let mv = k.splat(m);
+            // y = exp(x − m), s = Σ y
+            let zs = k.cst(F32, 0.0);
+            let zv = k.cst(VF, 0.0);
+            let sv = k.var(VF, zv);
+            let ss = k.var(F32, zs);
+            k.for_lanes(v.r, |k, i, ty| {
+                let xv = k.load_at(ty, xo, i);
+                let mm = if ty == VF { mv } else { m };
+                let d = k.sub(xv, mm);
+                let e = math::unary(k, crate::ir::UnaryOp::Exp, d);
+                if !log {
+                    k.store_at(e, yo, i);
+                }
+                let acc = if ty == VF { sv } else { ss };
+                let a = k.get(acc);
+                let a = k.add(a, e);
+                k.set(acc, a);
+            });
+            let svv = k.get(sv);
+            let s4 = k.hreduce(svv, add);
+            let sst = k.get(ss);
+            let s = k.add(s4, sst);
+            finish(k, v.r, 1, log, xo, yo, m, s, F32, true);
+        } else {
+            k.for_lanes(v.inner, |k, j, ty| {
+                let xb = k.index(xo, j, 4);
+                let yb = k.index(yo, j, 4);
+                let m = fold_strided(k, xb, v.r, v.inner, ty, f32::NEG_INFINITY, &id, max);
+                let z = k.cst(ty, 0.0);
+                let acc = k.var(ty, z);
+                k.for_range(0, v.r as i64, 1, |k, i| {
+                    let px = k.index(xb, i, (4 * v.inner) as i64);
+                    let xv = k.load(ty, px, 0);
+                    let d = k.sub(xv, m);
+                    let e = math::unary(k, crate::ir::UnaryOp::Exp, d);
+                    if !log {
+                        let py = k.index(yb, i, (4 * v.inner) as i64);
+                        k.store(e, py, 0);
+                    }
+                    let a = k.get(acc);
+                    let a = k.add(a, e);
+                    k.set(acc, a);
+                });
+                let s = k.get(acc);
+                finish(k, v.r, v.inner, log, xb, yb, m, s, ty, false);
+            });
+        }
+    });
+}
+
+/// Final softmax pass: y *= 1/s, or y = x − m − log s for log-softmax.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    k: &mut Kb,
+    r: usize,
+    stride: usize,
+    log: bool,
+    xb: Value,
+    yb: Value,
+    m: Value,
+    s: Value,
+    ty: Type,
+    row: bool,
+) {
+    let scale = if log {
+        let l = math::unary(k, crate::ir::UnaryOp::Log, s);
+        k.add(m, l) // subtract (m + log s)
+    } else {
+        let one = k.cst(k.ty(s), 1.0);
+        k.div(one, s)
+    };
+    if row {
+        let sv = k.splat(scale);
+        k.for_lanes(r, |k, i, t| {
+            let sc = if t == VF { sv } else { scale };
+            let src = if log { xb } else { yb };
+            let v = k.load_at(t, src, i);
+            let out = if log { k.sub(v, sc) } else { k.mul(v, sc) };
+            k.store_at(out, yb, i);
+        });
+    } else {
+        k.for_range(0, r as i64, 1, |k, i| {
+            let src = if log { xb } else { yb };
+            let p = k.index(src, i, (4 * stride) as i64);
+            let v = k.load(ty, p, 0);
+            let out = if log {
+                k.sub(v, scale)
+            } else {
+                k.mul(v, scale)
+            };
+            let q = k.index(yb, i, (4 * stride) as i64);
+            k.store(out, q, 0);
+        });
+    }
+}
+
+/// How the affine parameters of a normalization are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Affine {
+    /// One value per normalized element (LayerNorm).
+    PerElement,
+    /// One value per row, indexed by `row % channels` (InstanceNorm).
+    PerRow { channels: usize },
+}
+
+/// `y = (x − mean)/sqrt(var + eps)·scale + bias` over rows of `n` contiguous elements.
+#[allow(clippy::too_many_arguments)]
+pub fn normalize(
+    k: &mut Kb,
+    rows: usize,
+    n: usize,
+    eps: f32,
+    affine: Affine,
+    x: Value,
+    scale: Value,
+    bias: Option<Value>,
+    y: Value,
+) {
+    k.for_range(0, rows as i64, 1, |k, row| {
+        let xr = k.index(x, row, (4 * n) as i64);
+        let yr = k.index(y, row, (4 * n) as i64);
+        let s = fold_row(k, xr, n, 0.0, &id, add);
+        let invn = k.cst(F32, 1.0 / n as f32);
+        let mean = k.mul(s, invn);
+        let mv = k.splat(mean);
+        let centered_sq = move |k: &mut Kb, x: Value| {
+            let m = if k.ty(x) == F32 { mean } else { mv };
+            let d = k.sub(x, m);
+            k.mul(d, d)
+        };
+        let ss = fold_row(k, xr, n, 0.0, &centered_sq, add);
+        let var = k.mul(ss, invn);
+        let e = k.cst(F32, eps);
+        let ve = k.add(var, e);
+        let sd = k.b.ins().sqrt(ve);
+        let one = k.cst(F32, 1.0);
+        let rstd = k.div(one, sd);
+        let (g, bb) = match affine {
+            Affine::PerElement => (None, None),
+            Affine::PerRow { channels } => {
+                let c = k.b.ins().urem_imm_u(row, channels as i64);
+                let g = k.load_at(F32, scale, c);
+                let g = k.mul(g, rstd);
+                let bb = bias.map(|b| k.load_at(F32, b, c));
+                (Some(g), bb)
+            }
+        };
+        let rv = k.splat(rstd);
+        let gv = g.map(|g| k.splat(g));
+        let bv = bb.map(|b| k.splat(b));
+        k.for_lanes(n, |k, i, ty| {
+            let vec = ty == VF;
+            let xv = k.load_at(ty, xr, i);
+            let m = if vec { mv } else { mean };
+            let d = k.sub(xv, m);
+            let out = match affine {
+                Affine::PerElement => {
+                    let r = if vec { rv } else { rstd };
+                    let t = k.mul(d, r);
+                    let sc = k.load_at(ty, scale, i);
+                    match bias {
+                        Some(b) => {
+                            let bi = k.load_at(ty, b, i);
+                            k.fma(t, sc, bi)
+                        }
+                        None => k.mul(t, sc),
+                    }
+                }
+                Affine::PerRow { .. } => {
+                    let gg = if vec { gv.unwrap() } else { g.unwrap() };
+                    match (bb, bv) {
+                        (Some(b), Some(bvv)) => {
+                            let b = if vec { bvv } else { b };
+                            k.fma(d, gg, b)
+                        }
+                        _ => k.mul(d, gg),
+                    }
+                }
+            };
+            k.store_at(out, yr, i);
+        });
+    });
+}

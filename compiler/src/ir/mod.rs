@@ -1,0 +1,18 @@
+//! nnc's intermediate representation: a typed tensor graph with static
+//! shapes, a verifier, a text form, and a reference evaluator used for
+//! constant folding and as the oracle in kernel tests.
+
+pub mod eval;
+mod graph;
+mod op;
+mod tensor;
+pub mod text;
+
+pub use graph::{Graph, IrError, Output, Value, ValueId, ValueKind};
+pub use op::{
+    broadcast_shapes, matmul_shape, BinaryOp, Op, PadMode, PoolKind, ReduceOp, SliceDim, UnaryOp,
+    Window,
+};
+pub use tensor::{
+    contiguous_strides, DType, F32Bits, Tensor, TensorData, TensorType, MAX_TENSOR_BYTES,
+};

@@ -1,0 +1,996 @@
+//! IR operations and their shape/type inference.
+//!
+//! Ops carry fully resolved, static attributes: the frontend turns ONNX
+//! attributes *and* constant-input attributes (Reshape's shape, Slice's
+//! starts, Split's sizes, …) into these fields, so later stages never look at
+//! ONNX again. Every op has exactly one result; multi-output ONNX ops are
+//! split into several IR values by the frontend.
+
+use super::tensor::{DType, F32Bits, TensorType};
+use std::fmt;
+
+/// Elementwise functions of one tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UnaryOp {
+    Relu,
+    Sigmoid,
+    Tanh,
+    Exp,
+    Log,
+    Sqrt,
+    Erf,
+    Neg,
+    Abs,
+    Reciprocal,
+    Floor,
+    Ceil,
+    /// Exact GELU: x·Φ(x).
+    Gelu,
+    /// x·sigmoid(x).
+    Silu,
+    LeakyRelu {
+        alpha: F32Bits,
+    },
+    Elu {
+        alpha: F32Bits,
+    },
+    Selu {
+        alpha: F32Bits,
+        gamma: F32Bits,
+    },
+    HardSigmoid {
+        alpha: F32Bits,
+        beta: F32Bits,
+    },
+    HardSwish,
+    Clip {
+        min: F32Bits,
+        max: F32Bits,
+    },
+    /// Logical not (bool → bool).
+    Not,
+}
+
+impl UnaryOp {
+    pub fn name(&self) -> &'static str {
+        use UnaryOp::*;
+        match self {
+            Relu => "relu",
+            Sigmoid => "sigmoid",
+            Tanh => "tanh",
+            Exp => "exp",
+            Log => "log",
+            Sqrt => "sqrt",
+            Erf => "erf",
+            Neg => "neg",
+            Abs => "abs",
+            Reciprocal => "reciprocal",
+            Floor => "floor",
+            Ceil => "ceil",
+            Gelu => "gelu",
+            Silu => "silu",
+            LeakyRelu { .. } => "leaky_relu",
+            Elu { .. } => "elu",
+            Selu { .. } => "selu",
+            HardSigmoid { .. } => "hard_sigmoid",
+            HardSwish => "hard_swish",
+            Clip { .. } => "clip",
+            Not => "not",
+        }
+    }
+}
+
+/// Elementwise functions of two tensors with numpy broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    /// Division; on int64 it truncates toward zero (ONNX Div).
+    Div,
+    Pow,
+    Max,
+    Min,
+    /// ONNX Mod with fmod=0: the result takes the divisor's sign (int64 only).
+    Mod,
+    /// ONNX Mod with fmod=1 (C fmod).
+    Fmod,
+    Equal,
+    Less,
+    Greater,
+    LessOrEqual,
+    GreaterOrEqual,
+    And,
+    Or,
+    Xor,
+}
+
+impl BinaryOp {
+    pub fn name(&self) -> &'static str {
+        use BinaryOp::*;
+        match self {
+            Add => "add",
+            Sub => "sub",
+            Mul => "mul",
+            Div => "div",
+            Pow => "pow",
+            Max => "max",
+            Min => "min",
+            Mod => "mod",
+            Fmod => "fmod",
+            Equal => "equal",
+            Less => "less",
+            Greater => "greater",
+            LessOrEqual => "less_or_equal",
+            GreaterOrEqual => "greater_or_equal",
+            And => "and",
+            Or => "or",
+            Xor => "xor",
+        }
+    }
+
+    pub fn is_comparison(&self) -> bool {
+        use BinaryOp::*;
+        matches!(self, Equal | Less | Greater | LessOrEqual | GreaterOrEqual)
+    }
+
+    pub fn is_logical(&self) -> bool {
+        matches!(self, BinaryOp::And | BinaryOp::Or | BinaryOp::Xor)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReduceOp {
+    Sum,
+    Mean,
+    Max,
+    Min,
+    Prod,
+    /// sqrt(sum(x²))
+    L2,
+    /// sum(|x|)
+    L1,
+    SumSquare,
+    /// log(sum(exp(x)))
+    LogSumExp,
+}
+
+impl ReduceOp {
+    pub fn name(&self) -> &'static str {
+        use ReduceOp::*;
+        match self {
+            Sum => "sum",
+            Mean => "mean",
+            Max => "max",
+            Min => "min",
+            Prod => "prod",
+            L2 => "l2",
+            L1 => "l1",
+            SumSquare => "sum_square",
+            LogSumExp => "log_sum_exp",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PoolKind {
+    Max,
+    /// Average; `count_include_pad` decides whether padding counts in the divisor.
+    Avg {
+        count_include_pad: bool,
+    },
+}
+
+/// Spatial window geometry shared by Conv and pooling. All vectors have one
+/// entry per spatial dim; `pads` is `[begin..., end...]` as in ONNX, already
+/// resolved from `auto_pad` (and, for pooling, `ceil_mode` extends `end` pads
+/// virtually: see [`Window::out_size`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Window {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub pads: Vec<usize>,
+    pub ceil_mode: bool,
+}
+
+impl Window {
+    pub fn spatial_rank(&self) -> usize {
+        self.kernel.len()
+    }
+
+    /// Output extent of spatial dim `i` for input extent `input`.
+    pub fn out_size(&self, i: usize, input: usize) -> Result<usize, String> {
+        let n = self.spatial_rank();
+        let padded = input + self.pads[i] + self.pads[i + n];
+        let eff_k = self.dilations[i] * (self.kernel[i] - 1) + 1;
+        if padded < eff_k {
+            return Err(format!(
+                "window of effective size {eff_k} does not fit padded input extent {padded} (dim {i})"
+            ));
+        }
+        let s = self.strides[i];
+        let mut out = if self.ceil_mode {
+            (padded - eff_k).div_ceil(s) + 1
+        } else {
+            (padded - eff_k) / s + 1
+        };
+        // ONNX/PyTorch: with ceil_mode the last window must start inside the
+        // input or left padding.
+        if self.ceil_mode && (out - 1) * s >= input + self.pads[i] {
+            out -= 1;
+        }
+        Ok(out)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let n = self.kernel.len();
+        if self.strides.len() != n || self.dilations.len() != n || self.pads.len() != 2 * n {
+            return Err("window attributes have inconsistent lengths".into());
+        }
+        if self.kernel.contains(&0) || self.strides.contains(&0) || self.dilations.contains(&0) {
+            return Err("kernel, strides and dilations must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// One IR operation. Inputs are positional; optional trailing inputs are
+/// simply absent (e.g. Conv with or without bias).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// `where(cond, x, y)` with broadcasting.
+    Where,
+    Cast {
+        to: DType,
+    },
+    /// numpy `matmul`: batched, broadcasting, 1-D operands promoted.
+    MatMul,
+    /// `alpha·op(A)·op(B) + beta·C`, C (optional) unidirectionally broadcast.
+    Gemm {
+        alpha: F32Bits,
+        beta: F32Bits,
+        trans_a: bool,
+        trans_b: bool,
+    },
+    /// N-d convolution, NCHW; inputs X, W, optional bias B.
+    Conv {
+        window: Window,
+        group: usize,
+    },
+    /// N-d pooling, NCHW.
+    Pool {
+        kind: PoolKind,
+        window: Window,
+    },
+    /// Softmax (or log-softmax) over one axis (opset ≥ 13 semantics; the
+    /// frontend rewrites the older 2-D coercion with reshapes).
+    Softmax {
+        axis: usize,
+        log: bool,
+    },
+    /// Normalizes over dims `axis..`; inputs X, scale, optional bias.
+    LayerNorm {
+        axis: usize,
+        epsilon: F32Bits,
+    },
+    /// Per-(N, C) normalization over spatial dims; inputs X, scale, bias.
+    InstanceNorm {
+        epsilon: F32Bits,
+    },
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+        keepdims: bool,
+    },
+    /// Index of the max (first occurrence, or last with `select_last`) → i64.
+    ArgMax {
+        axis: usize,
+        keepdims: bool,
+        select_last: bool,
+    },
+    /// Same data, new shape (element count preserved).
+    Reshape {
+        shape: Vec<usize>,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Concat {
+        axis: usize,
+    },
+    /// Per-dimension (start, step, count) with count ≥ 0; negative steps allowed.
+    Slice {
+        dims: Vec<SliceDim>,
+    },
+    /// numpy `take` along `axis`; indices are i64 (negative wrap).
+    Gather {
+        axis: usize,
+    },
+    /// Broadcast to `shape`.
+    Expand {
+        shape: Vec<usize>,
+    },
+    Tile {
+        repeats: Vec<usize>,
+    },
+    /// Constant padding (mode constant) with `pads = [begin..., end...]`
+    /// (may be negative = cropping); reflect/edge by `mode`.
+    Pad {
+        pads: Vec<i64>,
+        mode: PadMode,
+        value: F32Bits,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+    Wrap,
+}
+
+/// How one dimension is sliced: elements `start + i·step` for `i < count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SliceDim {
+    pub start: usize,
+    pub step: i64,
+    pub count: usize,
+}
+
+impl Op {
+    /// Short lowercase name used in the text form and in errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Unary(u) => u.name(),
+            Op::Binary(b) => b.name(),
+            Op::Where => "where",
+            Op::Cast { .. } => "cast",
+            Op::MatMul => "matmul",
+            Op::Gemm { .. } => "gemm",
+            Op::Conv { .. } => "conv",
+            Op::Pool {
+                kind: PoolKind::Max,
+                ..
+            } => "max_pool",
+            Op::Pool {
+                kind: PoolKind::Avg { .. },
+                ..
+            } => "avg_pool",
+            Op::Softmax { log: false, .. } => "softmax",
+            Op::Softmax { log: true, .. } => "log_softmax",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::InstanceNorm { .. } => "instance_norm",
+            Op::Reduce { .. } => "reduce",
+            Op::ArgMax { .. } => "argmax",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Concat { .. } => "concat",
+            Op::Slice { .. } => "slice",
+            Op::Gather { .. } => "gather",
+            Op::Expand { .. } => "expand",
+            Op::Tile { .. } => "tile",
+            Op::Pad { .. } => "pad",
+        }
+    }
+
+    /// Attribute text for the IR printer (empty if none).
+    pub fn attrs(&self) -> String {
+        match self {
+            Op::Unary(u) => match u {
+                UnaryOp::LeakyRelu { alpha } | UnaryOp::Elu { alpha } => format!("alpha={alpha}"),
+                UnaryOp::Selu { alpha, gamma } => format!("alpha={alpha} gamma={gamma}"),
+                UnaryOp::HardSigmoid { alpha, beta } => format!("alpha={alpha} beta={beta}"),
+                UnaryOp::Clip { min, max } => format!("min={min} max={max}"),
+                _ => String::new(),
+            },
+            Op::Cast { to } => format!("to={to}"),
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
+                format!("alpha={alpha} beta={beta} trans_a={trans_a} trans_b={trans_b}")
+            }
+            Op::Conv { window, group } => format!("{} group={group}", window_attrs(window)),
+            Op::Pool { kind, window } => match kind {
+                PoolKind::Max => window_attrs(window),
+                PoolKind::Avg { count_include_pad } => {
+                    format!(
+                        "{} count_include_pad={count_include_pad}",
+                        window_attrs(window)
+                    )
+                }
+            },
+            Op::Softmax { axis, .. } => format!("axis={axis}"),
+            Op::LayerNorm { axis, epsilon } => format!("axis={axis} epsilon={epsilon}"),
+            Op::InstanceNorm { epsilon } => format!("epsilon={epsilon}"),
+            Op::Reduce { op, axes, keepdims } => {
+                format!("op={} axes={axes:?} keepdims={keepdims}", op.name())
+            }
+            Op::ArgMax {
+                axis,
+                keepdims,
+                select_last,
+            } => {
+                format!("axis={axis} keepdims={keepdims} select_last={select_last}")
+            }
+            Op::Reshape { shape } => format!("shape={shape:?}"),
+            Op::Transpose { perm } => format!("perm={perm:?}"),
+            Op::Concat { axis } => format!("axis={axis}"),
+            Op::Slice { dims } => {
+                let parts: Vec<String> = dims
+                    .iter()
+                    .map(|d| format!("{}:{}:{}", d.start, d.step, d.count))
+                    .collect();
+                format!("dims=[{}]", parts.join(","))
+            }
+            Op::Gather { axis } => format!("axis={axis}"),
+            Op::Expand { shape } => format!("shape={shape:?}"),
+            Op::Tile { repeats } => format!("repeats={repeats:?}"),
+            Op::Pad { pads, mode, value } => format!("pads={pads:?} mode={mode:?} value={value}"),
+            Op::Binary(_) | Op::Where | Op::MatMul => String::new(),
+        }
+    }
+
+    /// Accepted input counts (inclusive range).
+    pub fn arity(&self) -> (usize, usize) {
+        match self {
+            Op::Unary(_) | Op::Cast { .. } | Op::Pool { .. } | Op::Softmax { .. } => (1, 1),
+            Op::Reduce { .. } | Op::ArgMax { .. } | Op::Reshape { .. } | Op::Transpose { .. } => {
+                (1, 1)
+            }
+            Op::Slice { .. } | Op::Expand { .. } | Op::Tile { .. } | Op::Pad { .. } => (1, 1),
+            Op::Binary(_) | Op::MatMul | Op::Gather { .. } => (2, 2),
+            Op::Where | Op::InstanceNorm { .. } => (3, 3),
+            Op::Gemm { .. } | Op::Conv { .. } | Op::LayerNorm { .. } => (2, 3),
+            Op::Concat { .. } => (1, usize::MAX),
+        }
+    }
+
+    /// Result type from argument types, or a message saying what is wrong.
+    pub fn infer(&self, args: &[&TensorType]) -> Result<TensorType, String> {
+        let (lo, hi) = self.arity();
+        if args.len() < lo || args.len() > hi {
+            return Err(format!(
+                "{} takes {lo}..={hi} inputs, got {}",
+                self.name(),
+                args.len()
+            ));
+        }
+        let a = args[0];
+        let f32_only = |what: &str| -> Result<(), String> {
+            for (i, t) in args.iter().enumerate() {
+                if t.dtype != DType::F32 {
+                    return Err(format!(
+                        "{what}: input {i} is {}, only f32 is supported",
+                        t.dtype
+                    ));
+                }
+            }
+            Ok(())
+        };
+        match self {
+            Op::Unary(UnaryOp::Not) => {
+                expect_dtype(a, DType::Bool, "not")?;
+                Ok(a.clone())
+            }
+            Op::Unary(UnaryOp::Neg | UnaryOp::Abs) => {
+                if a.dtype == DType::Bool {
+                    return Err(format!("{} does not take bool", self.name()));
+                }
+                Ok(a.clone())
+            }
+            Op::Unary(_) => {
+                f32_only(self.name())?;
+                Ok(a.clone())
+            }
+            Op::Binary(b) => {
+                let (x, y) = (args[0], args[1]);
+                if x.dtype != y.dtype {
+                    return Err(format!(
+                        "{}: operand types differ ({} vs {})",
+                        b.name(),
+                        x.dtype,
+                        y.dtype
+                    ));
+                }
+                let shape = broadcast_shapes(&x.shape, &y.shape)?;
+                let dtype = if b.is_comparison() {
+                    DType::Bool
+                } else if b.is_logical() {
+                    expect_dtype(x, DType::Bool, b.name())?;
+                    DType::Bool
+                } else {
+                    if x.dtype == DType::Bool {
+                        return Err(format!("{} does not take bool", b.name()));
+                    }
+                    if matches!(b, BinaryOp::Mod) && x.dtype == DType::F32 {
+                        return Err("mod with fmod=0 is defined for integers only".into());
+                    }
+                    x.dtype
+                };
+                Ok(TensorType::new(dtype, shape))
+            }
+            Op::Where => {
+                expect_dtype(args[0], DType::Bool, "where condition")?;
+                if args[1].dtype != args[2].dtype {
+                    return Err("where: x and y types differ".into());
+                }
+                let s = broadcast_shapes(&args[0].shape, &args[1].shape)?;
+                let s = broadcast_shapes(&s, &args[2].shape)?;
+                Ok(TensorType::new(args[1].dtype, s))
+            }
+            Op::Cast { to } => Ok(TensorType::new(*to, a.shape.clone())),
+            Op::MatMul => {
+                if args[0].dtype != args[1].dtype || args[0].dtype == DType::Bool {
+                    return Err("matmul needs two f32 or two i64 operands".into());
+                }
+                Ok(TensorType::new(
+                    a.dtype,
+                    matmul_shape(&args[0].shape, &args[1].shape)?,
+                ))
+            }
+            Op::Gemm {
+                trans_a, trans_b, ..
+            } => {
+                f32_only("gemm")?;
+                let (sa, sb) = (&args[0].shape, &args[1].shape);
+                if sa.len() != 2 || sb.len() != 2 {
+                    return Err(format!("gemm needs 2-D A and B, got {sa:?} and {sb:?}"));
+                }
+                let (m, ka) = if *trans_a {
+                    (sa[1], sa[0])
+                } else {
+                    (sa[0], sa[1])
+                };
+                let (kb, n) = if *trans_b {
+                    (sb[1], sb[0])
+                } else {
+                    (sb[0], sb[1])
+                };
+                if ka != kb {
+                    return Err(format!(
+                        "gemm inner dimensions differ: A gives K={ka}, B gives K={kb}"
+                    ));
+                }
+                if let Some(c) = args.get(2) {
+                    let bc = broadcast_shapes(&c.shape, &[m, n])?;
+                    if bc != [m, n] {
+                        return Err(format!(
+                            "gemm C of shape {:?} does not broadcast to [{m}, {n}]",
+                            c.shape
+                        ));
+                    }
+                }
+                Ok(TensorType::new(DType::F32, vec![m, n]))
+            }
+            Op::Conv { window, group } => {
+                f32_only("conv")?;
+                window.validate()?;
+                let (x, w) = (&args[0].shape, &args[1].shape);
+                let n = window.spatial_rank();
+                if x.len() != n + 2 || w.len() != n + 2 {
+                    return Err(format!(
+                        "conv with {n} spatial dims needs rank-{} X and W, got {x:?} and {w:?}",
+                        n + 2
+                    ));
+                }
+                if *group == 0 || x[1] % group != 0 || w[0] % group != 0 {
+                    return Err(format!(
+                        "group={group} does not divide channels (in {}, out {})",
+                        x[1], w[0]
+                    ));
+                }
+                if w[1] * group != x[1] {
+                    return Err(format!(
+                        "weight expects {} input channels per group, input has {} channels in {group} group(s)",
+                        w[1], x[1]
+                    ));
+                }
+                if w[2..] != window.kernel[..] {
+                    return Err(format!(
+                        "kernel_shape {:?} disagrees with weight shape {w:?}",
+                        window.kernel
+                    ));
+                }
+                if let Some(b) = args.get(2) {
+                    if b.shape != [w[0]] {
+                        return Err(format!("bias shape {:?} should be [{}]", b.shape, w[0]));
+                    }
+                }
+                let mut out = vec![x[0], w[0]];
+                for i in 0..n {
+                    out.push(window.out_size(i, x[i + 2])?);
+                }
+                Ok(TensorType::new(DType::F32, out))
+            }
+            Op::Pool { window, .. } => {
+                f32_only("pool")?;
+                window.validate()?;
+                let n = window.spatial_rank();
+                if a.rank() != n + 2 {
+                    return Err(format!(
+                        "pool with {n} spatial dims needs a rank-{} input, got {:?}",
+                        n + 2,
+                        a.shape
+                    ));
+                }
+                let mut out = a.shape[..2].to_vec();
+                for i in 0..n {
+                    out.push(window.out_size(i, a.shape[i + 2])?);
+                }
+                Ok(TensorType::new(DType::F32, out))
+            }
+            Op::Softmax { axis, .. } => {
+                f32_only("softmax")?;
+                check_axis(*axis, a.rank())?;
+                Ok(a.clone())
+            }
+            Op::LayerNorm { axis, .. } => {
+                f32_only("layer_norm")?;
+                check_axis(*axis, a.rank())?;
+                let norm = &a.shape[*axis..];
+                for (i, p) in args[1..].iter().enumerate() {
+                    let bc = broadcast_shapes(&p.shape, norm)?;
+                    if bc != norm {
+                        let what = if i == 0 { "scale" } else { "bias" };
+                        return Err(format!(
+                            "{what} of shape {:?} does not broadcast to {norm:?}",
+                            p.shape
+                        ));
+                    }
+                }
+                Ok(a.clone())
+            }
+            Op::InstanceNorm { .. } => {
+                f32_only("instance_norm")?;
+                if a.rank() < 3 {
+                    return Err("instance_norm needs rank >= 3".into());
+                }
+                for p in &args[1..] {
+                    if p.shape != [a.shape[1]] {
+                        return Err(format!(
+                            "scale/bias shape {:?} should be [{}]",
+                            p.shape, a.shape[1]
+                        ));
+                    }
+                }
+                Ok(a.clone())
+            }
+            Op::Reduce { axes, keepdims, op } => {
+                if a.dtype == DType::Bool {
+                    return Err("reduce does not take bool".into());
+                }
+                if a.dtype == DType::I64
+                    && !matches!(
+                        op,
+                        ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min | ReduceOp::Prod
+                    )
+                {
+                    return Err(format!("reduce {} needs f32", op.name()));
+                }
+                for &ax in axes {
+                    check_axis(ax, a.rank())?;
+                }
+                let mut out = Vec::new();
+                for (i, &d) in a.shape.iter().enumerate() {
+                    if axes.contains(&i) {
+                        if d == 0 && matches!(op, ReduceOp::Max | ReduceOp::Min) {
+                            return Err("reduce max/min over an empty axis".into());
+                        }
+                        if *keepdims {
+                            out.push(1);
+                        }
+                    } else {
+                        out.push(d);
+                    }
+                }
+                Ok(TensorType::new(a.dtype, out))
+            }
+            Op::ArgMax { axis, keepdims, .. } => {
+                check_axis(*axis, a.rank())?;
+                if a.shape[*axis] == 0 {
+                    return Err("argmax over an empty axis".into());
+                }
+                let mut out = a.shape.clone();
+                if *keepdims {
+                    out[*axis] = 1;
+                } else {
+                    out.remove(*axis);
+                }
+                Ok(TensorType::new(DType::I64, out))
+            }
+            Op::Reshape { shape } => {
+                let new = TensorType::new(a.dtype, shape.clone());
+                if new.checked_bytes().is_none() || new.numel() != a.numel() {
+                    return Err(format!("cannot reshape {:?} to {shape:?}", a.shape));
+                }
+                Ok(new)
+            }
+            Op::Transpose { perm } => {
+                let mut seen = vec![false; a.rank()];
+                if perm.len() != a.rank() {
+                    return Err(format!(
+                        "perm {perm:?} has wrong length for rank {}",
+                        a.rank()
+                    ));
+                }
+                for &p in perm {
+                    if p >= a.rank() || seen[p] {
+                        return Err(format!("perm {perm:?} is not a permutation"));
+                    }
+                    seen[p] = true;
+                }
+                Ok(TensorType::new(
+                    a.dtype,
+                    perm.iter().map(|&p| a.shape[p]).collect(),
+                ))
+            }
+            Op::Concat { axis } => {
+                check_axis(*axis, a.rank())?;
+                let mut out = a.shape.clone();
+                out[*axis] = 0;
+                for t in args {
+                    if t.dtype != a.dtype || t.rank() != a.rank() {
+                        return Err("concat inputs differ in type or rank".into());
+                    }
+                    for d in 0..a.rank() {
+                        if d != *axis && t.shape[d] != a.shape[d] {
+                            return Err(format!(
+                                "concat inputs differ in dim {d}: {:?} vs {:?}",
+                                a.shape, t.shape
+                            ));
+                        }
+                    }
+                    out[*axis] += t.shape[*axis];
+                }
+                Ok(TensorType::new(a.dtype, out))
+            }
+            Op::Slice { dims } => {
+                if dims.len() != a.rank() {
+                    return Err("slice needs one entry per dim".into());
+                }
+                for (i, d) in dims.iter().enumerate() {
+                    if d.count > 0 {
+                        let last = d.start as i64 + (d.count as i64 - 1) * d.step;
+                        if d.step == 0
+                            || d.start >= a.shape[i]
+                            || last < 0
+                            || last >= a.shape[i] as i64
+                        {
+                            return Err(format!("slice of dim {i} out of range"));
+                        }
+                    }
+                }
+                Ok(TensorType::new(
+                    a.dtype,
+                    dims.iter().map(|d| d.count).collect(),
+                ))
+            }
+            Op::Gather { axis } => {
+                check_axis(*axis, a.rank())?;
+                let idx = args[1];
+                expect_dtype(idx, DType::I64, "gather indices")?;
+                let mut out = a.shape[..*axis].to_vec();
+                out.extend_from_slice(&idx.shape);
+                out.extend_from_slice(&a.shape[*axis + 1..]);
+                Ok(TensorType::new(a.dtype, out))
+            }
+            Op::Expand { shape } => {
+                let out = broadcast_shapes(&a.shape, shape)?;
+                if &out != shape {
+                    return Err(format!("cannot expand {:?} to {shape:?}", a.shape));
+                }
+                Ok(TensorType::new(a.dtype, out))
+            }
+            Op::Tile { repeats } => {
+                if repeats.len() != a.rank() {
+                    return Err("tile repeats length differs from rank".into());
+                }
+                Ok(TensorType::new(
+                    a.dtype,
+                    a.shape.iter().zip(repeats).map(|(d, r)| d * r).collect(),
+                ))
+            }
+            Op::Pad { pads, mode, .. } => {
+                let r = a.rank();
+                if pads.len() != 2 * r {
+                    return Err(format!(
+                        "pads has {} entries, expected {}",
+                        pads.len(),
+                        2 * r
+                    ));
+                }
+                let mut out = Vec::with_capacity(r);
+                for i in 0..r {
+                    let d = a.shape[i] as i64 + pads[i] + pads[i + r];
+                    if d < 0 {
+                        return Err(format!("padding makes dim {i} negative"));
+                    }
+                    if *mode != PadMode::Constant && a.shape[i] == 0 && d > 0 {
+                        return Err("cannot reflect/edge-pad an empty dim".into());
+                    }
+                    if *mode == PadMode::Reflect
+                        && (pads[i] >= a.shape[i] as i64 || pads[i + r] >= a.shape[i] as i64)
+                    {
+                        return Err(format!("reflect padding of dim {i} exceeds its size - 1"));
+                    }
+                    out.push(d as usize);
+                }
+                Ok(TensorType::new(a.dtype, out))
+            }
+        }
+    }
+}
+
+fn window_attrs(w: &Window) -> String {
+    let mut s = format!(
+        "kernel={:?} strides={:?} pads={:?} dilations={:?}",
+        w.kernel, w.strides, w.pads, w.dilations
+    );
+    if w.ceil_mode {
+        s.push_str(" ceil_mode=true");
+    }
+    s
+}
+
+fn expect_dtype(t: &TensorType, d: DType, what: &str) -> Result<(), String> {
+    if t.dtype != d {
+        return Err(format!("{what} must be {d}, got {}", t.dtype));
+    }
+    Ok(())
+}
+
+fn check_axis(axis: usize, rank: usize) -> Result<(), String> {
+    if axis >= rank {
+        return Err(format!("axis {axis} out of range for rank {rank}"));
+    }
+    Ok(())
+}
+
+/// numpy broadcasting of two shapes.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+    let r = a.len().max(b.len());
+    let mut out = vec![0; r];
+    for i in 0..r {
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(format!("shapes {a:?} and {b:?} do not broadcast"));
+        };
+    }
+    Ok(out)
+}
+
+/// numpy `matmul` result shape.
+pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+    if a.is_empty() || b.is_empty() {
+        return Err("matmul operands must have rank >= 1".into());
+    }
+    let a2: Vec<usize> = if a.len() == 1 {
+        vec![1, a[0]]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<usize> = if b.len() == 1 {
+        vec![b[0], 1]
+    } else {
+        b.to_vec()
+    };
+    let (m, k1) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k1 != k2 {
+        return Err(format!("matmul inner dimensions differ: {a:?} x {b:?}"));
+    }
+    let mut out = broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2])?;
+    if a.len() > 1 {
+        out.push(m);
+    }
+    if b.len() > 1 {
+        out.push(n);
+    }
+    Ok(out)
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let attrs = self.attrs();
+        if attrs.is_empty() {
+            f.write_str(self.name())
+        } else {
+            write!(f, "{} {{{attrs}}}", self.name())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32t(s: &[usize]) -> TensorType {
+        TensorType::new(DType::F32, s.to_vec())
+    }
+
+    #[test]
+    fn broadcasting() {
+        assert_eq!(
+            broadcast_shapes(&[2, 1, 3], &[4, 1]).unwrap(),
+            vec![2, 4, 3]
+        );
+        assert!(broadcast_shapes(&[2, 3], &[4]).is_err());
+    }
+
+    #[test]
+    fn matmul_shapes() {
+        assert_eq!(
+            matmul_shape(&[2, 1, 3, 4], &[5, 4, 6]).unwrap(),
+            vec![2, 5, 3, 6]
+        );
+        assert_eq!(matmul_shape(&[4], &[4, 6]).unwrap(), vec![6]);
+        assert_eq!(matmul_shape(&[3, 4], &[4]).unwrap(), vec![3]);
+    }
+
+    #[test]
+    fn conv_and_pool_shapes() {
+        let w = Window {
+            kernel: vec![3, 3],
+            strides: vec![2, 2],
+            dilations: vec![1, 1],
+            pads: vec![1, 1, 1, 1],
+            ceil_mode: false,
+        };
+        let conv = Op::Conv {
+            window: w.clone(),
+            group: 1,
+        };
+        let t = conv
+            .infer(&[&f32t(&[1, 3, 224, 224]), &f32t(&[64, 3, 3, 3])])
+            .unwrap();
+        assert_eq!(t.shape, vec![1, 64, 112, 112]);
+        let pool = Op::Pool {
+            kind: PoolKind::Max,
+            window: Window {
+                ceil_mode: true,
+                pads: vec![0; 4],
+                ..w
+            },
+        };
+        assert_eq!(
+            pool.infer(&[&f32t(&[1, 1, 5, 5])]).unwrap().shape,
+            vec![1, 1, 2, 2]
+        );
+    }
+
+    #[test]
+    fn bad_group_is_an_error() {
+        let w = Window {
+            kernel: vec![1],
+            strides: vec![1],
+            dilations: vec![1],
+            pads: vec![0, 0],
+            ceil_mode: false,
+        };
+        let conv = Op::Conv {
+            window: w,
+            group: 3,
+        };
+        assert!(conv.infer(&[&f32t(&[1, 4, 8]), &f32t(&[6, 1, 1])]).is_err());
+    }
+}

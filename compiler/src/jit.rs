@@ -1,0 +1,72 @@
+//! In-memory compilation with cranelift-jit: the same `define_model` as the
+//! AOT path, so JIT and .so results agree bit for bit.
+
+use crate::codegen::{self, target};
+use crate::ir::Graph;
+use crate::lower::Plan;
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::Module;
+
+/// The C entry point signature shared with generated libraries.
+pub type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, *const u8) -> i32;
+
+/// A model compiled into executable memory (freed on drop).
+pub struct JitModel {
+    module: Option<JITModule>,
+    run: RunFn,
+    pub workspace_size: usize,
+}
+
+impl JitModel {
+    pub fn compile(g: &Graph, plan: &Plan) -> Result<JitModel, String> {
+        let t = target::build(&target::host_triple(), target::Cpu::Native, false)?;
+        let has_fma = t.has_fma;
+        let builder = JITBuilder::with_isa(t.isa, cranelift_module::default_libcall_names());
+        let mut module = JITModule::new(builder);
+        let entry =
+            codegen::define_model(&mut module, g, plan, "jit", &codegen::Options { has_fma })
+                .map_err(|e| e.to_string())?;
+        module.finalize_definitions().map_err(|e| e.to_string())?;
+        let ptr = module.get_finalized_function(entry.run);
+        // SAFETY: `run` was defined with exactly the RunFn signature.
+        let run = unsafe { std::mem::transmute::<*const u8, RunFn>(ptr) };
+        Ok(JitModel {
+            module: Some(module),
+            run,
+            workspace_size: plan.workspace_size,
+        })
+    }
+
+    /// Runs on raw buffers (shapes are the caller's responsibility).
+    ///
+    /// # Safety
+    /// Every pointer must refer to a buffer of its declared size.
+    pub unsafe fn run_raw(&self, inputs: &[*const u8], outputs: &[*mut u8]) -> i32 {
+        (self.run)(
+            inputs.as_ptr(),
+            outputs.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null(),
+        )
+    }
+
+    /// Runs on f32 buffers (convenience for tests).
+    pub fn run_f32(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> i32 {
+        let ins: Vec<*const u8> = inputs.iter().map(|x| x.as_ptr() as *const u8).collect();
+        let outs: Vec<*mut u8> = outputs
+            .iter_mut()
+            .map(|x| x.as_mut_ptr() as *mut u8)
+            .collect();
+        // SAFETY: buffers are live slices for the duration of the call.
+        unsafe { self.run_raw(&ins, &outs) }
+    }
+}
+
+impl Drop for JitModel {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: no function pointer from this module outlives self.
+            unsafe { m.free_memory() };
+        }
+    }
+}

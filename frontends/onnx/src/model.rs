@@ -1,0 +1,374 @@
+//! Model-level translation: versions, initializers, inputs and their shapes,
+//! node scheduling, outputs and final checks.
+
+use crate::builder::Ctx;
+use crate::error::{Error, SymbolicInput, Unsupported};
+use crate::node::Node;
+use crate::ops;
+use crate::tensor::{const_dtype, dtype_name, from_proto};
+use crate::{ModelSummary, Options, MAX_OPSET, MIN_OPSET};
+use nnc_compiler::ir::{DType, Graph, TensorType};
+use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
+use onnx_protobuf::type_proto::Value as TypeValue;
+use onnx_protobuf::{GraphProto, Message, ModelProto, ValueInfoProto};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::path::Path;
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// IR version 3 introduced opset imports, which nnc needs to read semantics.
+const MIN_IR_VERSION: i64 = 3;
+
+fn model_err(msg: impl Into<String>) -> Error {
+    Error::Model(msg.into())
+}
+
+fn parse(bytes: &[u8], file: &str) -> Result<ModelProto> {
+    let m = ModelProto::parse_from_bytes(bytes).map_err(|e| Error::Protobuf { file: file.into(), msg: e.to_string() })?;
+    if m.ir_version == 0 && m.graph.is_none() {
+        return Err(model_err(format!("{file}: not an ONNX model (no ir_version and no graph)")));
+    }
+    Ok(m)
+}
+
+fn is_default_domain(d: &str) -> bool {
+    d.is_empty() || d == "ai.onnx"
+}
+
+fn default_opset(m: &ModelProto) -> Result<i64> {
+    let v = m
+        .opset_import
+        .iter()
+        .filter(|o| is_default_domain(&o.domain))
+        .map(|o| o.version)
+        .max()
+        .ok_or_else(|| model_err("the model imports no opset of the default domain"))?;
+    let range = format!("({MIN_OPSET}..={MAX_OPSET})");
+    if v > MAX_OPSET {
+        return Err(model_err(format!("opset {v} of the default domain is newer than nnc supports {range}")));
+    }
+    if v < MIN_OPSET {
+        return Err(model_err(format!(
+            "opset {v} of the default domain is older than nnc supports {range}; convert the model with onnx.version_converter"
+        )));
+    }
+    Ok(v)
+}
+
+pub(crate) fn load(bytes: &[u8], file: &str, base_dir: Option<&Path>, opts: &Options) -> Result<Graph> {
+    let m = parse(bytes, file)?;
+    if m.ir_version < MIN_IR_VERSION {
+        return Err(model_err(format!(
+            "{file}: ir_version {} is older than nnc supports (>= {MIN_IR_VERSION})",
+            m.ir_version
+        )));
+    }
+    let opset = default_opset(&m)?;
+    let gp = m.graph.as_ref().ok_or_else(|| model_err(format!("{file}: the model has no graph")))?;
+    build(gp, opset, base_dir, opts)
+}
+
+fn build(gp: &GraphProto, opset: i64, base_dir: Option<&Path>, opts: &Options) -> Result<Graph> {
+    let name = if gp.name.is_empty() { "main" } else { gp.name.as_str() };
+    let mut ctx = Ctx::new(name, base_dir);
+    for (i, t) in gp.initializer.iter().enumerate() {
+        if t.name.is_empty() {
+            return Err(model_err(format!("initializer #{i} has no name")));
+        }
+        if ctx.lookup(&t.name).is_some() {
+            return Err(model_err(format!("initializer {:?} is defined twice", t.name)));
+        }
+        let tensor = from_proto(t, base_dir).map_err(|msg| Error::Tensor { name: t.name.clone(), msg })?;
+        let id = ctx.g.add_const(t.name.as_str(), tensor);
+        ctx.define(&t.name, id);
+    }
+    if let Some(s) = gp.sparse_initializer.first() {
+        let name = s.values.as_ref().map_or(String::new(), |v| v.name.clone());
+        return Err(Error::Tensor { name, msg: "sparse initializers are not supported".into() });
+    }
+    add_inputs(&mut ctx, gp, opts)?;
+
+    let order = schedule(gp, &ctx, opset)?;
+    check_supported(gp, &order)?;
+    let mut used: HashSet<&str> = gp.output.iter().map(|o| o.name.as_str()).collect();
+    for &i in &order {
+        used.extend(gp.node[i].input.iter().map(String::as_str));
+    }
+    for &i in &order {
+        build_node(&mut ctx, gp, i, opset, &used)?;
+    }
+
+    let mut seen = HashSet::new();
+    for (k, o) in gp.output.iter().enumerate() {
+        if o.name.is_empty() {
+            return Err(model_err(format!("graph output #{k} has no name")));
+        }
+        if !seen.insert(o.name.as_str()) {
+            return Err(model_err(format!("graph output {:?} is listed twice", o.name)));
+        }
+        let id = ctx.lookup(&o.name).ok_or_else(|| {
+            model_err(format!("graph output {:?} is not produced by any node, initializer or input", o.name))
+        })?;
+        if let Some(code) = elem_type(o).filter(|&c| c != 0) {
+            if DType::from_onnx(code) != Some(ctx.ty(id).dtype) {
+                return Err(model_err(format!(
+                    "graph output {:?} is declared {} but nnc computes {}; nnc outputs are float, int64 or bool",
+                    o.name,
+                    dtype_name(code),
+                    ctx.ty(id).dtype
+                )));
+            }
+        }
+        ctx.g.add_output(o.name.as_str(), id);
+    }
+    for vi in &gp.value_info {
+        let (Some(id), Some(code)) = (ctx.lookup(&vi.name), elem_type(vi).filter(|&c| c != 0)) else { continue };
+        if const_dtype(code) != Some(ctx.ty(id).dtype) {
+            return Err(model_err(format!(
+                "value {:?} is declared {} in value_info, but nnc computes {}",
+                vi.name,
+                dtype_name(code),
+                ctx.ty(id).dtype
+            )));
+        }
+    }
+    let mut g = ctx.g;
+    g.remove_dead();
+    g.verify().map_err(|e| model_err(format!("internal error: the translated graph is invalid: {e}")))?;
+    Ok(g)
+}
+
+fn elem_type(vi: &ValueInfoProto) -> Option<i32> {
+    match vi.type_.as_ref()?.value.as_ref()? {
+        TypeValue::TensorType(t) => Some(t.elem_type),
+        _ => None,
+    }
+}
+
+/// Adds the runtime inputs (graph inputs that are not initializers), fixing
+/// open dims from `--input-shape`; all inputs still open are reported at once.
+fn add_inputs(ctx: &mut Ctx<'_>, gp: &GraphProto, opts: &Options) -> Result<()> {
+    let names: Vec<String> =
+        gp.input.iter().filter(|i| ctx.lookup(&i.name).is_none()).map(|i| format!("{:?}", i.name)).collect();
+    let mut given: HashMap<&str, &[usize]> = HashMap::new();
+    for (name, dims) in &opts.input_shapes {
+        if ctx.lookup(name).is_some() {
+            return Err(model_err(format!("--input-shape names {name:?}, which is a constant (initializer), not an input")));
+        }
+        if !gp.input.iter().any(|i| i.name == *name) {
+            return Err(model_err(format!(
+                "--input-shape names {name:?}, which is not a graph input (inputs: {})",
+                names.join(", ")
+            )));
+        }
+        if given.insert(name, dims).is_some() {
+            return Err(model_err(format!("--input-shape is given twice for {name:?}")));
+        }
+    }
+    let mut open = Vec::new();
+    let mut ready = Vec::new();
+    let mut seen = HashSet::new();
+    for (k, vi) in gp.input.iter().enumerate() {
+        let name = vi.name.as_str();
+        if name.is_empty() {
+            return Err(model_err(format!("graph input #{k} has no name")));
+        }
+        if ctx.lookup(name).is_some() {
+            continue; // an initializer: a constant, not part of the ABI
+        }
+        if !seen.insert(name) {
+            return Err(model_err(format!("graph input {name:?} is listed twice")));
+        }
+        let tt = match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(TypeValue::TensorType(t)) => t,
+            Some(_) => return Err(model_err(format!("input {name:?} is not a tensor (sequences, maps and optionals are not supported)"))),
+            None => return Err(model_err(format!("input {name:?} has no type"))),
+        };
+        let dtype = DType::from_onnx(tt.elem_type).ok_or_else(|| {
+            model_err(format!(
+                "input {name:?} has element type {}; nnc supports float, int64 and bool inputs",
+                dtype_name(tt.elem_type)
+            ))
+        })?;
+        // Model dims: Some(v) when fixed, None (with a label) when open.
+        let model: Option<Vec<(Option<usize>, String)>> = tt.shape.as_ref().map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(Dim::DimValue(v)) if *v >= 0 => (Some(*v as usize), String::new()),
+                    Some(Dim::DimParam(p)) if !p.is_empty() => (None, p.clone()),
+                    _ => (None, "?".to_string()),
+                })
+                .collect()
+        });
+        let shape = match (given.get(name), model) {
+            (Some(user), None) => user.to_vec(),
+            (Some(user), Some(m)) => {
+                let flag = format!("--input-shape {name}={}", join(user));
+                if user.len() != m.len() {
+                    return Err(model_err(format!("{flag}: input {name:?} has rank {}", m.len())));
+                }
+                for (i, (u, (d, _))) in user.iter().zip(&m).enumerate() {
+                    if let Some(d) = d.filter(|d| d != u) {
+                        return Err(model_err(format!("{flag}: dim {i} of input {name:?} is fixed to {d} by the model")));
+                    }
+                }
+                user.to_vec()
+            }
+            (None, Some(m)) if m.iter().all(|(d, _)| d.is_some()) => m.iter().filter_map(|(d, _)| *d).collect(),
+            (None, m) => {
+                open.push(SymbolicInput {
+                    name: name.to_string(),
+                    dims: m.iter().flatten().filter(|(d, _)| d.is_none()).map(|(_, l)| l.clone()).collect(),
+                    shape: m.map(|m| m.into_iter().map(|(d, _)| d).collect()),
+                });
+                continue;
+            }
+        };
+        let ty = TensorType::new(dtype, shape);
+        if ty.checked_bytes().is_none() {
+            return Err(model_err(format!("input {name:?} of type {ty} is too large")));
+        }
+        ready.push((name, ty));
+    }
+    if !open.is_empty() {
+        return Err(Error::SymbolicDims(open));
+    }
+    for (name, ty) in ready {
+        let id = ctx.g.add_input(name, ty);
+        ctx.define(name, id);
+    }
+    Ok(())
+}
+
+fn join(dims: &[usize]) -> String {
+    dims.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The nodes the graph outputs depend on, in topological order (file order
+/// where the file allows). Undefined inputs and cycles are errors.
+fn schedule(gp: &GraphProto, ctx: &Ctx<'_>, opset: i64) -> Result<Vec<usize>> {
+    let node = |i: usize| Node::new(&gp.node[i], i, opset);
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in gp.node.iter().enumerate() {
+        for o in p.output.iter().filter(|o| !o.is_empty()) {
+            if ctx.lookup(o).is_some() {
+                return Err(node(i).err(format!("output {o:?} redefines an initializer or graph input")));
+            }
+            if let Some(j) = producer.insert(o, i) {
+                return Err(node(i).err(format!("output {o:?} is also produced by node {:?}", node(j).name)));
+            }
+        }
+    }
+    let mut live = vec![false; gp.node.len()];
+    let mut stack: Vec<usize> = gp.output.iter().filter_map(|o| producer.get(o.name.as_str()).copied()).collect();
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut live[i], true) {
+            continue;
+        }
+        for inp in gp.node[i].input.iter().filter(|s| !s.is_empty()) {
+            match producer.get(inp.as_str()) {
+                Some(&j) => stack.push(j),
+                None if ctx.lookup(inp).is_some() => {}
+                None => {
+                    return Err(node(i).err(format!("input {inp:?} is not defined by any node, initializer or graph input")))
+                }
+            }
+        }
+    }
+    let mut pending = vec![0usize; gp.node.len()];
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); gp.node.len()];
+    for i in (0..gp.node.len()).filter(|&i| live[i]) {
+        for inp in &gp.node[i].input {
+            if let Some(&j) = producer.get(inp.as_str()) {
+                pending[i] += 1;
+                consumers[j].push(i);
+            }
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..gp.node.len()).filter(|&i| live[i] && pending[i] == 0).map(Reverse).collect();
+    let mut order = Vec::new();
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &k in &consumers[i] {
+            pending[k] -= 1;
+            if pending[k] == 0 {
+                ready.push(Reverse(k));
+            }
+        }
+    }
+    if let Some(i) = (0..gp.node.len()).find(|&i| live[i] && pending[i] > 0) {
+        return Err(node(i).err("is part of a cycle or depends on one"));
+    }
+    Ok(order)
+}
+
+/// Refuses, in one error, every node nnc cannot translate.
+fn check_supported(gp: &GraphProto, order: &[usize]) -> Result<()> {
+    fn add(groups: &mut Vec<(String, Vec<String>)>, key: &str, item: String) {
+        match groups.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => v.push(item),
+            None => groups.push((key.to_string(), vec![item])),
+        }
+    }
+    let mut u = Unsupported::default();
+    for &i in order {
+        let n = Node::new(&gp.node[i], i, 0);
+        if !is_default_domain(&n.p.domain) {
+            add(&mut u.domains, &n.p.domain, n.origin());
+        } else if ops::lookup(n.op).is_none() {
+            add(&mut u.ops, n.op, n.name.clone());
+        }
+    }
+    if u.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(u))
+    }
+}
+
+fn build_node(ctx: &mut Ctx<'_>, gp: &GraphProto, i: usize, opset: i64, used: &HashSet<&str>) -> Result<()> {
+    let n = Node::new(&gp.node[i], i, opset);
+    let build = ops::lookup(n.op).ok_or_else(|| n.err("unsupported op"))?;
+    let start = ctx.g.values.len();
+    let outs = build(ctx, &n)?;
+    for (k, name) in n.p.output.iter().enumerate() {
+        if name.is_empty() {
+            continue;
+        }
+        match outs.get(k) {
+            Some(&id) => {
+                if id.index() >= start {
+                    ctx.g.values[id.index()].name = name.clone();
+                }
+                ctx.define(name, id);
+            }
+            None if used.contains(name.as_str()) => {
+                return Err(n.err(format!("output {k} ({name:?}) is used, but nnc does not compute it")));
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn summarize(bytes: &[u8], file: &str) -> Result<ModelSummary> {
+    let m = parse(bytes, file)?;
+    let mut hist: Vec<(String, usize)> = Vec::new();
+    for p in m.graph.as_ref().map_or(&[][..], |g| &g.node[..]) {
+        let key =
+            if is_default_domain(&p.domain) { p.op_type.clone() } else { format!("{}.{}", p.domain, p.op_type) };
+        match hist.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, c)) => *c += 1,
+            None => hist.push((key, 1)),
+        }
+    }
+    hist.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(ModelSummary {
+        opsets: m.opset_import.iter().map(|o| (o.domain.clone(), o.version)).collect(),
+        producer: format!("{} {}", m.producer_name, m.producer_version).trim().to_string(),
+        op_histogram: hist,
+        ir_version: m.ir_version,
+    })
+}

@@ -1,0 +1,1 @@
+//! Shared helpers for nnc's integration tests.
