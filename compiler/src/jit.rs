@@ -5,7 +5,6 @@ use crate::codegen::{self, target};
 use crate::ir::Graph;
 use crate::lower::Plan;
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::Module;
 
 /// The C entry point signature shared with generated libraries.
 pub type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, *const u8) -> i32;

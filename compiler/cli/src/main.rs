@@ -46,15 +46,13 @@ EXIT CODES:
     0 success, 1 the model could not be compiled, 2 bad command line
 ";
 
-struct UsageError(String);
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(u) = e.downcast_ref::<UsageErrorBox>() {
-                eprintln!("nnc: {}\n(see `nnc --help`)", u.0 .0);
+            if let Some(u) = e.downcast_ref::<UsageError>() {
+                eprintln!("nnc: {u}\n(see `nnc --help`)");
                 return ExitCode::from(2);
             }
             eprintln!("nnc: error: {e:#}");
@@ -63,20 +61,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// A command-line mistake (exit code 2), as opposed to a model problem (1).
 #[derive(Debug)]
-struct UsageErrorBox(UsageErrorInner);
-#[derive(Debug)]
-struct UsageErrorInner(String);
-impl std::fmt::Display for UsageErrorBox {
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0 .0)
+        f.write_str(&self.0)
     }
 }
-impl std::error::Error for UsageErrorBox {}
+
+impl std::error::Error for UsageError {}
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
-    let _ = UsageError(String::new());
-    anyhow::Error::new(UsageErrorBox(UsageErrorInner(msg.into())))
+    anyhow::Error::new(UsageError(msg.into()))
 }
 
 fn run(args: &[String]) -> Result<()> {

@@ -121,7 +121,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn constant(&mut self, n: &Node, t: Tensor) -> ValueId {
-        let id = self.g.add_const(n.output_name(0), t);
+        let id = self.g.add_const(format!("{}/const", n.output_name(0)), t);
         self.g.set_origin(id, n.origin());
         id
     }

@@ -25,11 +25,54 @@ fn model_err(msg: impl Into<String>) -> Error {
 }
 
 fn parse(bytes: &[u8], file: &str) -> Result<ModelProto> {
-    let m = ModelProto::parse_from_bytes(bytes).map_err(|e| Error::Protobuf { file: file.into(), msg: e.to_string() })?;
+    let invalid = |msg: String| Error::Protobuf { file: file.into(), msg };
+    let m = ModelProto::parse_from_bytes(bytes).map_err(|e| invalid(e.to_string()))?;
+    check_wire(bytes).map_err(invalid)?;
     if m.ir_version == 0 && m.graph.is_none() {
         return Err(model_err(format!("{file}: not an ONNX model (no ir_version and no graph)")));
     }
     Ok(m)
+}
+
+/// Walks the top-level fields of a protobuf message. The protobuf crate
+/// accepts a nested message cut short by the end of the data, so a file
+/// truncated in its last field would otherwise load as a smaller model.
+fn check_wire(bytes: &[u8]) -> std::result::Result<(), String> {
+    fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*pos)?;
+            *pos += 1;
+            v |= ((byte & 0x7f) as u64) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let start = pos;
+        let bad = || format!("malformed field at byte {start}");
+        let key = varint(bytes, &mut pos).ok_or_else(bad)?;
+        let len = match key & 7 {
+            0 => varint(bytes, &mut pos).map(|_| 0).ok_or_else(bad)?,
+            1 => 8,
+            5 => 4,
+            2 => varint(bytes, &mut pos).ok_or_else(bad)?,
+            _ => return Err(bad()),
+        };
+        let end = (pos as u64).saturating_add(len);
+        if end > bytes.len() as u64 {
+            return Err(format!(
+                "field {} at byte {start} needs {len} bytes but the data ends after {}",
+                key >> 3,
+                bytes.len() - pos
+            ));
+        }
+        pos = end as usize;
+    }
+    Ok(())
 }
 
 fn is_default_domain(d: &str) -> bool {
@@ -72,22 +115,28 @@ pub(crate) fn load(bytes: &[u8], file: &str, base_dir: Option<&Path>, opts: &Opt
 fn build(gp: &GraphProto, opset: i64, base_dir: Option<&Path>, opts: &Options) -> Result<Graph> {
     let name = if gp.name.is_empty() { "main" } else { gp.name.as_str() };
     let mut ctx = Ctx::new(name, base_dir);
+    let mut inits = Vec::with_capacity(gp.initializer.len());
+    let mut init_names = HashSet::new();
     for (i, t) in gp.initializer.iter().enumerate() {
         if t.name.is_empty() {
             return Err(model_err(format!("initializer #{i} has no name")));
         }
-        if ctx.lookup(&t.name).is_some() {
+        if !init_names.insert(t.name.as_str()) {
             return Err(model_err(format!("initializer {:?} is defined twice", t.name)));
         }
         let tensor = from_proto(t, base_dir).map_err(|msg| Error::Tensor { name: t.name.clone(), msg })?;
-        let id = ctx.g.add_const(t.name.as_str(), tensor);
-        ctx.define(&t.name, id);
+        inits.push((t.name.as_str(), tensor));
     }
     if let Some(s) = gp.sparse_initializer.first() {
         let name = s.values.as_ref().map_or(String::new(), |v| v.name.clone());
         return Err(Error::Tensor { name, msg: "sparse initializers are not supported".into() });
     }
-    add_inputs(&mut ctx, gp, opts)?;
+    // Inputs first, so they are %0, %1, ... in the IR text.
+    add_inputs(&mut ctx, gp, &init_names, opts)?;
+    for (name, tensor) in inits {
+        let id = ctx.g.add_const(name, tensor);
+        ctx.define(name, id);
+    }
 
     let order = schedule(gp, &ctx, opset)?;
     check_supported(gp, &order)?;
@@ -148,12 +197,12 @@ fn elem_type(vi: &ValueInfoProto) -> Option<i32> {
 
 /// Adds the runtime inputs (graph inputs that are not initializers), fixing
 /// open dims from `--input-shape`; all inputs still open are reported at once.
-fn add_inputs(ctx: &mut Ctx<'_>, gp: &GraphProto, opts: &Options) -> Result<()> {
+fn add_inputs(ctx: &mut Ctx<'_>, gp: &GraphProto, inits: &HashSet<&str>, opts: &Options) -> Result<()> {
     let names: Vec<String> =
-        gp.input.iter().filter(|i| ctx.lookup(&i.name).is_none()).map(|i| format!("{:?}", i.name)).collect();
+        gp.input.iter().filter(|i| !inits.contains(i.name.as_str())).map(|i| format!("{:?}", i.name)).collect();
     let mut given: HashMap<&str, &[usize]> = HashMap::new();
     for (name, dims) in &opts.input_shapes {
-        if ctx.lookup(name).is_some() {
+        if inits.contains(name.as_str()) {
             return Err(model_err(format!("--input-shape names {name:?}, which is a constant (initializer), not an input")));
         }
         if !gp.input.iter().any(|i| i.name == *name) {
@@ -174,7 +223,7 @@ fn add_inputs(ctx: &mut Ctx<'_>, gp: &GraphProto, opts: &Options) -> Result<()> 
         if name.is_empty() {
             return Err(model_err(format!("graph input #{k} has no name")));
         }
-        if ctx.lookup(name).is_some() {
+        if inits.contains(name) {
             continue; // an initializer: a constant, not part of the ABI
         }
         if !seen.insert(name) {
