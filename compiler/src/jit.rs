@@ -6,13 +6,35 @@ use crate::ir::Graph;
 use crate::lower::Plan;
 use cranelift_jit::{JITBuilder, JITModule};
 
-/// The C entry point signature shared with generated libraries.
+/// The C entry point signatures shared with generated libraries.
 pub type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, *const u8) -> i32;
+pub type InfoFn = unsafe extern "C" fn() -> *const u8;
 
-/// A model compiled into executable memory (freed on drop).
-pub struct JitModel {
+/// Owns the executable memory of a JIT-compiled model (freed on drop).
+pub struct JitCode {
     module: Option<JITModule>,
-    run: RunFn,
+}
+
+// SAFETY: after `finalize_definitions` the module's code and data are never
+// mutated; the generated functions keep no global state, so they may be
+// called from any thread. The module itself is only touched again on drop.
+unsafe impl Send for JitCode {}
+unsafe impl Sync for JitCode {}
+
+impl Drop for JitCode {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: entry points handed out are documented to die with this owner.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+/// A model compiled into executable memory.
+pub struct JitModel {
+    pub code: JitCode,
+    pub run: RunFn,
+    pub info: InfoFn,
     pub workspace_size: usize,
 }
 
@@ -26,12 +48,21 @@ impl JitModel {
             codegen::define_model(&mut module, g, plan, "jit", &codegen::Options { has_fma })
                 .map_err(|e| e.to_string())?;
         module.finalize_definitions().map_err(|e| e.to_string())?;
-        let ptr = module.get_finalized_function(entry.run);
-        // SAFETY: `run` was defined with exactly the RunFn signature.
-        let run = unsafe { std::mem::transmute::<*const u8, RunFn>(ptr) };
+        let run_ptr = module.get_finalized_function(entry.run);
+        let info_ptr = module.get_finalized_function(entry.info);
+        // SAFETY: both were defined with exactly these signatures.
+        let (run, info) = unsafe {
+            (
+                std::mem::transmute::<*const u8, RunFn>(run_ptr),
+                std::mem::transmute::<*const u8, InfoFn>(info_ptr),
+            )
+        };
         Ok(JitModel {
-            module: Some(module),
+            code: JitCode {
+                module: Some(module),
+            },
             run,
+            info,
             workspace_size: plan.workspace_size,
         })
     }
@@ -58,14 +89,5 @@ impl JitModel {
             .collect();
         // SAFETY: buffers are live slices for the duration of the call.
         unsafe { self.run_raw(&ins, &outs) }
-    }
-}
-
-impl Drop for JitModel {
-    fn drop(&mut self) {
-        if let Some(m) = self.module.take() {
-            // SAFETY: no function pointer from this module outlives self.
-            unsafe { m.free_memory() };
-        }
     }
 }

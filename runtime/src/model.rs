@@ -85,8 +85,9 @@ pub struct Model {
     run_fn: abi::nnc_run_fn,
     info: ModelInfo,
     path: PathBuf,
-    /// Keeps the code behind `run_fn` mapped; dropped last.
-    _lib: libloading::Library,
+    /// Keeps the code behind `run_fn` mapped (a dlopen'd library, or the
+    /// executable memory of a JIT-compiled model); dropped last.
+    _code: Box<dyn std::any::Any + Send + Sync>,
 }
 
 impl Model {
@@ -136,7 +137,29 @@ impl Model {
             run_fn,
             info,
             path,
-            _lib: lib,
+            _code: Box::new(lib),
+        })
+    }
+
+    /// Wraps entry points that live in memory owned by `code` (how the JIT
+    /// hands out its models, so JIT and .so models are one type).
+    ///
+    /// # Safety
+    /// `info_fn` and `run_fn` must follow the nnc ABI and stay valid for as
+    /// long as `code` is alive.
+    pub unsafe fn from_entry_points(
+        info_fn: abi::nnc_info_fn,
+        run_fn: abi::nnc_run_fn,
+        label: impl Into<PathBuf>,
+        code: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Result<Model> {
+        // SAFETY: guaranteed by the caller.
+        let info = unsafe { ModelInfo::from_raw(info_fn()) }?;
+        Ok(Model {
+            run_fn,
+            info,
+            path: label.into(),
+            _code: code,
         })
     }
 

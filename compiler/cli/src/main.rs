@@ -3,21 +3,29 @@
 //! Exit codes: 0 success, 1 the model could not be compiled (the message
 //! says which node and why), 2 bad command line.
 
-use anyhow::{anyhow, bail, Context, Result};
-use nnc_compiler::{artifact, codegen::target, ir, pipeline};
-use std::path::{Path, PathBuf};
+mod npy;
+mod tools;
+
+use anyhow::Result;
+use nnc_compiler::{codegen::target, ir};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
-use std::time::Instant;
 
 const USAGE: &str = "\
 nnc — compile ONNX models to native shared libraries
 
 USAGE:
-    nnc compile MODEL.onnx -o OUT.so [OPTIONS]
+    nnc compile MODEL.onnx -o OUT.so [OPTIONS]    compile to a shared library + C header
+    nnc run MODEL.onnx|MODEL.so [--input NAME=FILE.npy|random]... [--output-dir DIR]
+    nnc info MODEL.onnx|MODEL.so                  signature, ops, workspace, kernels
+    nnc bench MODEL.onnx|MODEL.so [--iters N] [--threads N] [--compare-ort]
     nnc --version | --help
 
-Run `nnc compile --help` for the options.
+Run `nnc <command> --help` for the options of each command.
+
+EXIT CODES:
+    0 success, 1 the model could not be compiled or run, 2 bad command line
 ";
 
 const COMPILE_HELP: &str = "\
@@ -73,7 +81,7 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))
 }
 
@@ -88,6 +96,9 @@ fn run(args: &[String]) -> Result<()> {
             Ok(())
         }
         Some("compile") => compile(&args[1..]),
+        Some("run") => tools::run_cmd(&args[1..]),
+        Some("info") => tools::info_cmd(&args[1..]),
+        Some("bench") => tools::bench_cmd(&args[1..]),
         Some(other) => Err(usage(format!("unknown command '{other}'"))),
     }
 }
@@ -194,61 +205,45 @@ fn parse_compile(args: &[String]) -> Result<Option<CompileArgs>> {
     Ok(Some(a))
 }
 
-struct Timer {
-    on: bool,
-    last: Instant,
-}
-
-impl Timer {
-    fn lap(&mut self, what: &str) {
-        if self.on {
-            eprintln!(
-                "  {what:<22} {:>8.1} ms",
-                self.last.elapsed().as_secs_f64() * 1e3
-            );
-        }
-        self.last = Instant::now();
-    }
-}
-
 fn compile(args: &[String]) -> Result<()> {
     let Some(a) = parse_compile(args)? else {
         return Ok(());
     };
-    let triple = match &a.target {
-        Some(t) => target_lexicon::Triple::from_str(t)
-            .map_err(|e| usage(format!("--target '{t}': {e}")))?,
-        None => target::host_triple(),
-    };
-    let cross = triple != target::host_triple();
-    let cpu = match &a.cpu {
-        Some(c) => target::Cpu::from_str(c).map_err(usage)?,
-        None if cross => target::Cpu::Generic,
-        None => target::Cpu::Native,
-    };
-    let mut t = Timer {
-        on: a.timings,
-        last: Instant::now(),
-    };
-    let total = Instant::now();
-    let opts = nnc_onnx::Options {
+    let opts = nnc::Options {
         input_shapes: a.input_shapes.clone(),
+        target: match &a.target {
+            Some(t) => Some(
+                target_lexicon::Triple::from_str(t)
+                    .map_err(|e| usage(format!("--target '{t}': {e}")))?,
+            ),
+            None => None,
+        },
+        cpu: match &a.cpu {
+            Some(c) => Some(target::Cpu::from_str(c).map_err(usage)?),
+            None => None,
+        },
+        name: a.name.clone(),
+        linker: a.linker.clone(),
     };
-    let g =
-        nnc_onnx::load_model(&a.model, &opts).with_context(|| format!("{}", a.model.display()))?;
-    t.lap("parse + shape inference");
-    if a.emit == Emit::Ir {
+    let total = std::time::Instant::now();
+    let prepared = if a.emit == Emit::Ir {
+        let g = nnc_onnx::load_model(
+            &a.model,
+            &nnc_onnx::Options {
+                input_shapes: opts.input_shapes.clone(),
+            },
+        )?;
         print!("{}", ir::text::print(&g));
         return Ok(());
-    }
-    let (g, plan) = pipeline::prepare(g).with_context(|| format!("{}", a.model.display()))?;
-    t.lap("legalize + plan");
+    } else {
+        nnc::prepare_file(&a.model, &opts)?
+    };
     if a.emit == Emit::OptIr {
-        print!("{}", ir::text::print(&g));
+        print!("{}", ir::text::print(&prepared.graph));
         println!(
             "# workspace: {} bytes, {} kernel steps",
-            plan.workspace_size,
-            plan.steps.len()
+            prepared.plan.workspace_size,
+            prepared.plan.steps.len()
         );
         return Ok(());
     }
@@ -258,60 +253,28 @@ fn compile(args: &[String]) -> Result<()> {
             .model
             .with_extension(if a.emit == Emit::Obj { "o" } else { "so" }),
     };
-    let stem = output
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let prefix = match &a.name {
-        Some(n) => {
-            let p = artifact::prefix_from_stem(n);
-            if &p != n {
-                bail!("--name '{n}' is not a C identifier (try '{p}')");
-            }
-            p
-        }
-        None => artifact::prefix_from_stem(&stem),
-    };
-    let tgt = target::build(&triple, cpu, true).map_err(|e| anyhow!(e))?;
-    let obj = artifact::object(&g, &plan, &prefix, tgt)?;
-    t.lap("codegen (cranelift)");
-    let header_path = a
-        .header
-        .clone()
-        .unwrap_or_else(|| output.with_extension("h"));
-    if a.emit == Emit::Obj {
-        write(&output, &obj)?;
-    } else {
-        let linker = a.linker.clone().unwrap_or_else(|| {
-            if cross {
-                format!("{triple}-gcc").replace("-unknown", "")
-            } else {
-                "cc".into()
-            }
-        });
-        artifact::link(&obj, &output, &linker)?;
-        t.lap("link");
-    }
-    write(
-        &header_path,
-        artifact::header(&g, &plan, &prefix).as_bytes(),
+    let c = nnc::compile_prepared(
+        prepared,
+        &output,
+        a.header.as_deref(),
+        a.emit == Emit::Obj,
+        &opts,
     )?;
     if a.timings {
+        for (what, d) in &c.timings.phases {
+            eprintln!("  {what:<36} {:>8.1} ms", d.as_secs_f64() * 1e3);
+        }
         eprintln!(
-            "  {:<22} {:>8.1} ms",
+            "  {:<36} {:>8.1} ms",
             "total",
             total.elapsed().as_secs_f64() * 1e3
         );
     }
     eprintln!(
         "nnc: wrote {} and {} (workspace {} bytes)",
-        output.display(),
-        header_path.display(),
-        plan.workspace_size
+        c.library.display(),
+        c.header.display(),
+        c.workspace_size
     );
     Ok(())
-}
-
-fn write(p: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display()))
 }

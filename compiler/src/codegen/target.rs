@@ -28,9 +28,11 @@ impl FromStr for Cpu {
             "x86-64-v2" => Cpu::X86_64V2,
             "x86-64-v3" => Cpu::X86_64V3,
             "x86-64-v4" => Cpu::X86_64V4,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "unknown --cpu '{s}' (expected native, generic, x86-64-v2, x86-64-v3 or x86-64-v4)"
-            )),
+            ))
+            }
         })
     }
 }

@@ -3,11 +3,13 @@
 //! constant folding and as the oracle in kernel tests.
 
 pub mod eval;
+mod flops;
 mod graph;
 mod op;
 mod tensor;
 pub mod text;
 
+pub use flops::flops;
 pub use graph::{Graph, IrError, Output, Value, ValueId, ValueKind};
 pub use op::{
     broadcast_shapes, matmul_shape, BinaryOp, Op, PadMode, PoolKind, ReduceOp, SliceDim, UnaryOp,

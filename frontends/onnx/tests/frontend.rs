@@ -453,7 +453,7 @@ fn misc_ops_translate() {
         .output("y")
         .output("mask_free")
         .init(ti64("perm_shape", &[3], &[0, -1, 2]))
-        .init(tf32("slope", &[4], &[0.1, 0.2, 0.3, 0.4]))
+        .init(tf32("slope", &[2], &[0.1, 0.2]))
         .output("p")
         .node("t", "Transpose", &["x"], &["t"], vec![])
         .node("pr", "PRelu", &["t"], &["p"], vec![])
