@@ -28,7 +28,15 @@ pub struct ConvGeom {
 
 impl ConvGeom {
     pub fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0]
+        // The output must also be exactly the input plane: a 1×1 conv with
+        // only *end* padding has a larger output (zero-padded border rows and
+        // columns) and used to be multiplied as if it were H·W wide.
+        self.kh == 1
+            && self.kw == 1
+            && self.stride == [1, 1]
+            && self.pad == [0, 0]
+            && self.oh == self.h
+            && self.ow == self.w
     }
 
     /// Bytes of im2col scratch (0 for pointwise convs).

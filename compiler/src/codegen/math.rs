@@ -24,7 +24,10 @@ fn poly(k: &mut Kb, x: Value, c: &[f32]) -> Value {
 /// +inf above f32 max, NaN propagates.
 pub fn exp(k: &mut Kb, x: Value) -> Value {
     let lo = k.cst(VF, -87.336_55);
-    let hi = k.cst(VF, 88.0);
+    // Clamp at ln(f32::MAX), not lower: clamping at 88 made exp(x) for
+    // x ∈ (88, 88.72] return exp(88) (up to 2× too small). n then reaches
+    // 128, so 2^n is applied in two halves below (2^128 is not an f32).
+    let hi = k.cst(VF, 88.722_83);
     let xc = k.max(x, lo);
     let xc = k.min(xc, hi);
     let log2e = k.cst(VF, std::f32::consts::LOG2_E);
@@ -49,14 +52,20 @@ pub fn exp(k: &mut Kb, x: Value) -> Value {
     let r2 = k.mul(r, r);
     let one = k.cst(VF, 1.0);
     let pr = k.add(r, one);
-    let y = k.fma(p, r2, pr);
+    let mut y = k.fma(p, r2, pr);
     let ni = k.b.ins().fcvt_to_sint_sat(I32X4, n);
+    // y·2^n as y·2^(n>>1)·2^(n−(n>>1)): both factors stay normal for
+    // n ∈ [−126, 128], and scaling by a power of two is exact.
+    let n1 = k.b.ins().sshr_imm_u(ni, 1);
+    let n2 = k.b.ins().isub(ni, n1);
     let bias = k.b.ins().iconst(cranelift_codegen::ir::types::I32, 127);
     let bias = k.b.ins().splat(I32X4, bias);
-    let e = k.b.ins().iadd(ni, bias);
-    let e = k.b.ins().ishl_imm_u(e, 23);
-    let scale = k.as_float(e);
-    let y = k.mul(y, scale);
+    for half in [n1, n2] {
+        let e = k.b.ins().iadd(half, bias);
+        let e = k.b.ins().ishl_imm_u(e, 23);
+        let scale = k.as_float(e);
+        y = k.mul(y, scale);
+    }
     let zero = k.cst(VF, 0.0);
     let y = k.select_cmp(FloatCC::LessThan, x, lo, zero, y);
     let inf = k.cst(VF, f32::INFINITY);
@@ -164,8 +173,8 @@ pub fn tanh(k: &mut Kb, x: Value) -> Value {
     k.select_cmp(FloatCC::LessThan, ax, tiny, x, r)
 }
 
-/// erf: odd rational approximation clamped to [−4, 4] (erf rounds to ±1
-/// beyond).
+/// erf: odd rational approximation clamped to [−4, 4]; exactly ±1 for
+/// |x| ≥ 3.92, where the true erf rounds to ±1 in f32.
 pub fn erf(k: &mut Kb, x: Value) -> Value {
     let lim = k.cst(VF, 4.0);
     let nlim = k.cst(VF, -4.0);
@@ -197,7 +206,17 @@ pub fn erf(k: &mut Kb, x: Value) -> Value {
             -1.456_607_2e-5,
         ],
     );
-    k.div(p, q)
+    let r = k.div(p, q);
+    // The rational function is ~2e-7 short of ±1 at the clamp, which made
+    // gelu(x) = ½x(1 + erf(x/√2)) ≈ −1e-7·x for x ≪ 0 (e.g. −1e-3 at x = −1e4
+    // instead of −0) and gelu(−inf) = −inf instead of NaN (−inf·0).
+    // (Two selects: Cranelift has no vector fcopysign on x86-64.)
+    let one = k.cst(VF, 1.0);
+    let sat = k.cst(VF, 3.92);
+    let r = k.select_cmp(FloatCC::GreaterThanOrEqual, x, sat, one, r);
+    let mone = k.cst(VF, -1.0);
+    let nsat = k.cst(VF, -3.92);
+    k.select_cmp(FloatCC::LessThanOrEqual, x, nsat, mone, r)
 }
 
 pub fn sigmoid(k: &mut Kb, x: Value) -> Value {

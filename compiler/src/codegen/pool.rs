@@ -99,7 +99,16 @@ pub fn emit(k: &mut Kb, g: &PoolGeom, x: Value, y: Value) {
                         let iw0 =
                             k.b_ins_imul_add(ow, g.stride[1] as i64, -(g.pad_begin[1] as i64));
                         let base = k.index(xrow, iw0, 4);
-                        let mut acc = k.cst(F32, if g.max { f32::NEG_INFINITY } else { 0.0 });
+                        // A max window entirely in padding (only possible
+                        // with pads ≥ kernel) gives onnxruntime's initial
+                        // value, f32::MIN, as the reference does, not −inf.
+                        let empty = hrun.t_lo == hrun.t_hi || wrun.t_lo == wrun.t_hi;
+                        let init = match (g.max, empty) {
+                            (true, true) => f32::MIN,
+                            (true, false) => f32::NEG_INFINITY,
+                            (false, _) => 0.0,
+                        };
+                        let mut acc = k.cst(F32, init);
                         for th in hrun.t_lo..hrun.t_hi {
                             for tw in wrun.t_lo..wrun.t_hi {
                                 let off = 4 * ((th * g.dil[0] * g.w) + tw * g.dil[1]) as i64;
