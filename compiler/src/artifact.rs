@@ -80,17 +80,84 @@ pub fn link(obj: &[u8], out: &Path, linker: &str) -> Result<(), ArtifactError> {
         ])
         .output();
     let _ = std::fs::remove_file(&obj_path);
-    match result {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ArtifactError::Link(format!(
-            "linker '{linker}' not found: install a C compiler (Debian: apt-get install gcc) or pass --linker PATH"
+
+    /// For a cross driver named `<triple>-gcc` (a bare name or a path, with
+    /// an optional version suffix such as `-12`): the triple and the Debian
+    /// packages that provide it (`gcc-<triple>`, with `_` spelled `-`) and
+    /// the target's libc (`libc6-dev-<debian arch>-cross`, when known).
+    fn cross_gcc(linker: &str) -> Option<(String, String, Option<String>)> {
+        let base = Path::new(linker).file_name()?.to_str()?;
+        let unversioned = base.trim_end_matches(|c: char| c.is_ascii_digit());
+        let base = match unversioned.strip_suffix('-') {
+            Some(b) if unversioned.len() < base.len() => b,
+            _ => base,
+        };
+        let triple = base.strip_suffix("-gcc")?;
+        if !triple.contains('-') {
+            return None;
+        }
+        let arch = triple.split('-').next()?;
+        let debian_arch = match arch {
+            "aarch64" => Some("arm64"),
+            "x86_64" => Some("amd64"),
+            "i386" | "i486" | "i586" | "i686" => Some("i386"),
+            "arm" if triple.ends_with("gnueabihf") => Some("armhf"),
+            "arm" => Some("armel"),
+            "riscv64" => Some("riscv64"),
+            "powerpc64le" => Some("ppc64el"),
+            "s390x" => Some("s390x"),
+            _ => None,
+        };
+        Some((
+            triple.to_string(),
+            format!("gcc-{}", triple.replace('_', "-")),
+            debian_arch.map(|a| format!("libc6-dev-{a}-cross")),
+        ))
+    }
+
+    let cross = cross_gcc(linker);
+    let obj_name = Path::new(&stem).with_extension("o").display().to_string();
+    match (result, cross) {
+        (Err(e), Some((triple, gcc, libc))) if e.kind() == std::io::ErrorKind::NotFound => {
+            let pkgs = match libc {
+                Some(l) => format!("{gcc} {l}"),
+                None => gcc,
+            };
+            let driver = Path::new(linker)
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| linker.to_string());
+            Err(ArtifactError::Link(format!(
+                "linker '{linker}' not found: it is the C cross compiler that links {triple} libraries\n  \
+                 install it (Debian/Ubuntu): apt-get install {pkgs}\n  \
+                 or pass --linker PATH to link with another C compiler driver for this target,\n  \
+                 or --emit obj to write only the object file and link it elsewhere:\n    \
+                 {driver} -shared -o {stem} {obj_name}"
+            )))
+        }
+        (Err(e), None) if e.kind() == std::io::ErrorKind::NotFound => Err(ArtifactError::Link(format!(
+            "linker '{linker}' not found: install a C compiler (Debian/Ubuntu: apt-get install gcc), \
+             pass --linker PATH, or use --emit obj to write only the object file"
         ))),
-        Err(e) => Err(ArtifactError::Link(format!("running linker '{linker}': {e}"))),
-        Ok(o) if !o.status.success() => Err(ArtifactError::Link(format!(
-            "linker '{linker}' failed ({}):\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))),
-        Ok(_) => Ok(()),
+        (Err(e), _) => Err(ArtifactError::Link(format!("running linker '{linker}': {e}"))),
+        (Ok(o), cross) if !o.status.success() => {
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            let hint = match cross {
+                // The driver is there but the target's libc / crt files are not.
+                Some((_, _, Some(libc)))
+                    if stderr.contains("cannot find") || stderr.contains("No such file") =>
+                {
+                    format!("\n  (is the target's C library installed? Debian/Ubuntu: apt-get install {libc})")
+                }
+                _ => String::new(),
+            };
+            Err(ArtifactError::Link(format!(
+                "linker '{linker}' failed ({}):\n{}{hint}",
+                o.status,
+                stderr.trim()
+            )))
+        }
+        (Ok(_), _) => Ok(()),
     }
 }
 

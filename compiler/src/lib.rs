@@ -10,4 +10,5 @@ pub mod codegen;
 pub mod ir;
 pub mod jit;
 pub mod lower;
+pub mod opt;
 pub mod pipeline;

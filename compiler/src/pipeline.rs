@@ -5,6 +5,7 @@
 use crate::codegen::kernels;
 use crate::ir::{Graph, ValueKind};
 use crate::lower::{self, Plan};
+use crate::opt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -15,12 +16,27 @@ pub enum PipelineError {
     Unsupported(Vec<String>),
 }
 
-/// Runs the post-frontend stages and returns the final graph and its plan.
-pub fn prepare(mut g: Graph) -> Result<(Graph, Plan), PipelineError> {
-    g.verify().map_err(|e| PipelineError::Verify {
-        stage: "import",
-        msg: e.0,
-    })?;
+/// Runs the post-frontend stages without the optimizer.
+pub fn prepare(g: Graph) -> Result<(Graph, Plan), PipelineError> {
+    let (g, plan, _) = prepare_with(g, None)?;
+    Ok((g, plan))
+}
+
+/// Runs the post-frontend stages: the egg optimizer (when given a machine
+/// model), legalization, the codegen support check and the memory plan.
+pub fn prepare_with(
+    g: Graph,
+    opt: Option<(&opt::cost::Machine, &opt::Limits)>,
+) -> Result<(Graph, Plan, Option<opt::Stats>), PipelineError> {
+    g.verify().map_err(|e| PipelineError::Verify { stage: "import", msg: e.0 })?;
+    let (mut g, stats) = match opt {
+        Some((m, limits)) => {
+            let (g2, stats) = opt::optimize(&g, m, limits);
+            g2.verify().map_err(|e| PipelineError::Verify { stage: "optimize", msg: e.0 })?;
+            (g2, Some(stats))
+        }
+        None => (g, None),
+    };
     lower::legalize::legalize(&mut g);
     g.verify().map_err(|e| PipelineError::Verify {
         stage: "legalize",
@@ -47,5 +63,5 @@ pub fn prepare(mut g: Graph) -> Result<(Graph, Plan), PipelineError> {
         return Err(PipelineError::Unsupported(problems));
     }
     let plan = lower::plan(&g, &kernels::scratch_bytes);
-    Ok((g, plan))
+    Ok((g, plan, stats))
 }

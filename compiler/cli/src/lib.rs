@@ -50,6 +50,8 @@ pub struct Options {
     pub name: Option<String>,
     /// Linker driver (default: `cc`, or `<triple>-gcc` when cross).
     pub linker: Option<String>,
+    /// Skip the egg optimizer (`--no-opt`).
+    pub no_opt: bool,
 }
 
 /// Wall time of each compile phase.
@@ -70,6 +72,18 @@ pub struct Prepared {
     pub graph: Graph,
     pub plan: Plan,
     pub timings: Timings,
+    /// What the optimizer did (None with `no_opt`).
+    pub opt_stats: Option<nnc_compiler::opt::Stats>,
+}
+
+/// The cost model's machine for the compile target.
+pub fn machine_for(opts: &Options) -> nnc_compiler::opt::cost::Machine {
+    use nnc_compiler::opt::cost::Machine;
+    let triple = opts.target.clone().unwrap_or_else(target::host_triple);
+    match triple.architecture {
+        target_lexicon::Architecture::Aarch64(_) => Machine::aarch64(),
+        _ => Machine::x86_64_sse(),
+    }
 }
 
 /// Parses, infers shapes, folds, legalizes and plans.
@@ -84,13 +98,13 @@ pub fn prepare_file(path: impl AsRef<Path>, opts: &Options) -> Result<Prepared, 
         },
     )?;
     timings.lap("parse + shape inference + folding", &mut t);
-    let (graph, plan) = pipeline::prepare(g).map_err(|e| Error::Pipeline(path.to_path_buf(), e))?;
-    timings.lap("legalize + memory plan", &mut t);
-    Ok(Prepared {
-        graph,
-        plan,
-        timings,
-    })
+    let machine = machine_for(opts);
+    let limits = nnc_compiler::opt::Limits::default();
+    let opt = (!opts.no_opt).then_some((&machine, &limits));
+    let (graph, plan, opt_stats) =
+        pipeline::prepare_with(g, opt).map_err(|e| Error::Pipeline(path.to_path_buf(), e))?;
+    timings.lap("optimize + legalize + plan", &mut t);
+    Ok(Prepared { graph, plan, timings, opt_stats })
 }
 
 fn target_of(opts: &Options, pic: bool) -> Result<(target::Target, bool), Error> {
@@ -167,6 +181,7 @@ pub fn compile_prepared(
         graph,
         plan,
         mut timings,
+        ..
     } = p;
     let mut t = Instant::now();
     let prefix = prefix_for(out, opts.name.as_deref())?;

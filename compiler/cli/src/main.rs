@@ -39,7 +39,11 @@ OPTIONS:
     --header PATH              Where to write the C header (default: OUT with .h)
     --name NAME                Symbol prefix (default: output file stem, non-alphanumerics -> _)
     --input-shape NAME=D0,D1   Fix the symbolic dims of input NAME (repeatable)
-    --emit KIND                so (default), obj (object file only), ir, opt-ir (print IR to stdout)
+    --emit KIND                so (default), obj (object file only), ir, opt-ir (print IR to stdout),
+                               egraph-stats (optimizer statistics)
+    --no-opt                   Skip the egg optimizer,
+                               egraph-stats (optimizer statistics)
+    --no-opt                   Skip the egg optimizer
     --target TRIPLE            Target triple (default: host), e.g. aarch64-unknown-linux-gnu
     --cpu LEVEL                native (host default), generic, x86-64-v2, x86-64-v3, x86-64-v4
     --linker PATH              C compiler used to link (default: cc, or <triple>-gcc when cross)
@@ -55,6 +59,7 @@ EXIT CODES:
 ";
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,6 +114,7 @@ enum Emit {
     Obj,
     Ir,
     OptIr,
+    EgraphStats,
 }
 
 struct CompileArgs {
@@ -122,6 +128,7 @@ struct CompileArgs {
     cpu: Option<String>,
     linker: Option<String>,
     timings: bool,
+    no_opt: bool,
 }
 
 fn parse_input_shape(s: &str) -> Result<(String, Vec<usize>)> {
@@ -156,6 +163,7 @@ fn parse_compile(args: &[String]) -> Result<Option<CompileArgs>> {
         cpu: None,
         linker: None,
         timings: false,
+        no_opt: false,
     };
     let mut model = None;
     while let Some(arg) = it.next() {
@@ -179,9 +187,10 @@ fn parse_compile(args: &[String]) -> Result<Option<CompileArgs>> {
                     "obj" => Emit::Obj,
                     "ir" => Emit::Ir,
                     "opt-ir" => Emit::OptIr,
+                    "egraph-stats" => Emit::EgraphStats,
                     o => {
                         return Err(usage(format!(
-                            "--emit '{o}': expected so, obj, ir or opt-ir"
+                            "--emit '{o}': expected so, obj, ir, opt-ir or egraph-stats"
                         )))
                     }
                 }
@@ -190,6 +199,7 @@ fn parse_compile(args: &[String]) -> Result<Option<CompileArgs>> {
             "--cpu" => a.cpu = Some(val(arg)?),
             "--linker" => a.linker = Some(val(arg)?),
             "--timings" => a.timings = true,
+            "--no-opt" => a.no_opt = true,
             s if s.starts_with('-') => {
                 return Err(usage(format!("unknown option '{s}' for compile")))
             }
@@ -224,6 +234,7 @@ fn compile(args: &[String]) -> Result<()> {
         },
         name: a.name.clone(),
         linker: a.linker.clone(),
+        no_opt: a.no_opt,
     };
     let total = std::time::Instant::now();
     let prepared = if a.emit == Emit::Ir {
@@ -238,6 +249,20 @@ fn compile(args: &[String]) -> Result<()> {
     } else {
         nnc::prepare_file(&a.model, &opts)?
     };
+    if a.emit == Emit::EgraphStats {
+        match &prepared.opt_stats {
+            Some(s) => print!("{s}"),
+            None => println!("optimizer disabled (--no-opt)"),
+        }
+        return Ok(());
+    }
+    if a.emit == Emit::EgraphStats {
+        match &prepared.opt_stats {
+            Some(s) => print!("{s}"),
+            None => println!("optimizer disabled (--no-opt)"),
+        }
+        return Ok(());
+    }
     if a.emit == Emit::OptIr {
         print!("{}", ir::text::print(&prepared.graph));
         println!(
@@ -277,4 +302,21 @@ fn compile(args: &[String]) -> Result<()> {
         c.workspace_size
     );
     Ok(())
+}
+
+/// `nnc … | head` should end quietly like other Unix tools, not panic on a
+/// closed pipe: restore the default SIGPIPE action Rust replaces at startup.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    {
+        extern "C" {
+            fn signal(signum: i32, handler: usize) -> usize;
+        }
+        const SIGPIPE: i32 = 13;
+        const SIG_DFL: usize = 0;
+        // SAFETY: setting a signal disposition to the default is always sound.
+        unsafe {
+            signal(SIGPIPE, SIG_DFL);
+        }
+    }
 }

@@ -68,6 +68,7 @@ fn valid_range(out: usize, size: usize, s: usize, p: usize, d: usize, kk: usize)
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn emit(
     k: &mut Kb,
     g: &ConvGeom,
@@ -99,7 +100,9 @@ pub fn emit(
     for n in 0..g.n {
         for grp in 0..g.group {
             let xin = k.offset(x, (4 * (n * g.c + grp * cg) * g.h * g.w) as i64);
-            let b = if g.is_pointwise() {
+            // No scratch also when it would be empty (zero input channels:
+            // K = 0 and the GEMM never reads B; the planner allocates nothing).
+            let b = if g.is_pointwise() || g.scratch_bytes() == 0 {
                 xin
             } else {
                 let s = scratch.expect("planner allocates im2col scratch");

@@ -231,7 +231,9 @@ pub fn emit(
                 (sa[0], sa[1])
             };
             let n = y.shape[1];
-            let bptr = if *trans_b {
+            // An empty B (K = 0 or N = 0) is never read, and the planner
+            // gives a zero-byte scratch request no buffer: skip the transpose.
+            let bptr = if *trans_b && args[1].numel() > 0 {
                 // B is stored [N, K]: transpose into scratch so rows are contiguous.
                 let s = scratch.expect("scratch for transposed B");
                 movement::transpose(k, sb, &[1, 0], a[1], s, 4);
@@ -240,8 +242,6 @@ pub fn emit(
                 a[1]
             };
             let bias = args.get(2).map(|c| {
-                let st = elementwise::Layout::new(&[m, n], &[c.shape.clone()]);
-                let _ = st;
                 let bs = broadcast_strides(&c.shape, &[m, n]);
                 Bias {
                     strides: Strides {

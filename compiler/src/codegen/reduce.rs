@@ -131,6 +131,7 @@ fn for_lines(k: &mut Kb, v: Orc, x: Value, mut f: impl FnMut(&mut Kb, Value, Val
 }
 
 /// Reduces one line to a value of type `ty` (scalar for rows).
+#[allow(clippy::too_many_arguments)]
 fn reduce_line(
     k: &mut Kb,
     v: Orc,

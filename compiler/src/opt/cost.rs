@@ -1,0 +1,89 @@
+//! The cost model: estimated nanoseconds per op on the target machine.
+//! Compute-bound ops are priced by FLOPs at the kernel's throughput,
+//! memory-bound ones by bytes moved at the bandwidth of the cache level the
+//! working set fits in. Machine parameters come from the target.
+
+use crate::ir::{Op, TensorType, UnaryOp};
+
+/// What the cost model knows about the target machine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Machine {
+    pub name: &'static str,
+    /// f32 lanes per vector the GEMM kernels use.
+    pub vector_lanes: usize,
+    /// Sustained GEMM throughput of one core, GFLOP/s.
+    pub gemm_gflops: f64,
+    /// Elementwise throughput, G elements/s (vector width × clock, roughly).
+    pub elem_gops: f64,
+    pub l2_bytes: usize,
+    /// Bandwidth in GB/s when the working set fits L2, and from DRAM.
+    pub l2_gbs: f64,
+    pub dram_gbs: f64,
+    pub cores: usize,
+}
+
+impl Machine {
+    /// x86-64 with AVX-512 micro-kernels (Sapphire Rapids-class core).
+    pub fn x86_64_avx512() -> Machine {
+        Machine { name: "x86-64 (AVX-512)", vector_lanes: 16, gemm_gflops: 180.0, elem_gops: 16.0, l2_bytes: 2 << 20, l2_gbs: 170.0, dram_gbs: 15.0, cores: 2 }
+    }
+    /// x86-64 with Cranelift's 128-bit code only.
+    pub fn x86_64_sse() -> Machine {
+        Machine { name: "x86-64 (128-bit)", vector_lanes: 4, gemm_gflops: 30.0, elem_gops: 4.0, l2_bytes: 1 << 20, l2_gbs: 100.0, dram_gbs: 12.0, cores: 2 }
+    }
+    /// AArch64 with NEON (Neoverse-class core).
+    pub fn aarch64() -> Machine {
+        Machine { name: "aarch64 (NEON)", vector_lanes: 4, gemm_gflops: 40.0, elem_gops: 6.0, l2_bytes: 1 << 20, l2_gbs: 120.0, dram_gbs: 20.0, cores: 4 }
+    }
+
+    fn mem_ns(&self, bytes: usize) -> f64 {
+        let bw = if bytes <= self.l2_bytes { self.l2_gbs } else { self.dram_gbs };
+        bytes as f64 / bw
+    }
+}
+
+/// Relative cost of one application of a unary function (1 = an add).
+fn unary_weight(u: &UnaryOp) -> f64 {
+    use UnaryOp::*;
+    match u {
+        Exp | Log | Tanh | Erf | Sigmoid | Silu | Gelu | Elu { .. } | Selu { .. } => 12.0,
+        _ => 1.0,
+    }
+}
+
+/// Estimated time of `op` with argument types `args` producing `out`.
+pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f64 {
+    let in_bytes: usize = args.iter().map(|t| t.bytes()).sum();
+    let mem = m.mem_ns(in_bytes + out.bytes());
+    let n = out.numel() as f64;
+    // Every kernel call has a fixed cost (call, loop setup).
+    let launch = 5.0;
+    launch
+        + match op {
+            Op::Reshape { .. } => return 0.0, // an alias
+            Op::MatMul | Op::Gemm { .. } => {
+                let k = match op {
+                    Op::Gemm { trans_a: true, .. } => args[0].shape[0],
+                    _ => *args[0].shape.last().unwrap_or(&1),
+                };
+                let flops = 2.0 * n * k as f64;
+                flops / m.gemm_gflops + mem
+            }
+            Op::Conv { window, .. } => {
+                let per: usize = args[1].shape[1] * window.kernel.iter().product::<usize>();
+                let flops = 2.0 * n * per as f64;
+                // im2col writes and rereads the unfolded input unless pointwise.
+                let unfold = if window.kernel.iter().all(|&k| k == 1) { 0.0 } else { m.mem_ns(2 * per * out.numel() / out.shape[1].max(1) * 4) };
+                flops / m.gemm_gflops + mem + unfold
+            }
+            Op::Unary(u) => n * unary_weight(u) / m.elem_gops + mem,
+            Op::Binary(_) | Op::Where | Op::Cast { .. } => n / m.elem_gops + mem,
+            Op::Softmax { .. } => 16.0 * n / m.elem_gops + 2.0 * mem,
+            Op::LayerNorm { .. } | Op::InstanceNorm { .. } => 4.0 * n / m.elem_gops + 2.0 * mem,
+            Op::Reduce { .. } | Op::ArgMax { .. } => args[0].numel() as f64 / m.elem_gops + mem,
+            Op::Pool { window, .. } => n * window.kernel.iter().product::<usize>() as f64 / m.elem_gops + mem,
+            // Strided data movement runs below bandwidth.
+            Op::Transpose { .. } | Op::Gather { .. } | Op::Tile { .. } | Op::Slice { .. } => 2.0 * mem,
+            Op::Concat { .. } | Op::Expand { .. } | Op::Pad { .. } => mem,
+        }
+}

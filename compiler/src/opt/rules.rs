@@ -1,0 +1,396 @@
+//! Rewrite rules. Each rule is a pattern over op names plus an applier that
+//! checks attributes/shapes/constants through the analysis and builds the
+//! replacement. The one-line algebra of each rule is in its comment.
+
+use super::lang::{add_const, add_op, attr_of, Nnc, EG};
+use crate::ir::{eval, BinaryOp, Op, ReduceOp, Tensor, TensorType, UnaryOp};
+use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use std::sync::Arc;
+
+type ApplyFn = fn(&mut EG, Id, &Subst) -> Option<Id>;
+
+/// An applier from a function that returns the replacement class.
+/// Each (rule, match) is applied once: egg re-reports old matches every
+/// iteration, and rebuilding folded weights for them again is wasted work.
+struct FnApplier {
+    f: ApplyFn,
+    vars: Vec<Var>,
+}
+
+impl Applier<Nnc, super::lang::Tables> for FnApplier {
+    fn apply_one(&self, eg: &mut EG, eclass: Id, subst: &Subst, _ast: Option<&PatternAst<Nnc>>, rule: Symbol) -> Vec<Id> {
+        let mut key = vec![eg.find(eclass)];
+        key.extend(self.vars.iter().filter_map(|v| subst.get(*v)).map(|&i| eg.find(i)));
+        if !eg.analysis.applied.insert((rule.as_str().to_string(), key)) {
+            return vec![];
+        }
+        match (self.f)(eg, eclass, subst) {
+            Some(new) if eg.union(eclass, new) => vec![eclass],
+            _ => vec![],
+        }
+    }
+}
+
+fn rule(name: &str, pattern: &str, f: ApplyFn) -> Rewrite<Nnc, super::lang::Tables> {
+    let p: Pattern<Nnc> = pattern.parse().unwrap_or_else(|e| panic!("rule {name}: bad pattern: {e:?}"));
+    let vars = p.vars();
+    Rewrite::new(name, p, FnApplier { f, vars }).unwrap_or_else(|e| panic!("rule {name}: {e}"))
+}
+
+fn v(s: &Subst, name: &str) -> Id {
+    s[name.parse::<Var>().expect("pattern variable")]
+}
+
+fn ty(eg: &EG, id: Id) -> Option<TensorType> {
+    eg[id].data.ty.clone()
+}
+
+fn value(eg: &EG, id: Id) -> Option<Arc<Tensor>> {
+    eg[id].data.value.clone()
+}
+
+/// The single f32 value of a constant with one element.
+fn scalar(eg: &EG, id: Id) -> Option<f32> {
+    let t = value(eg, id)?;
+    (t.numel() == 1).then(|| t.as_f32().map(|x| x[0])).flatten()
+}
+
+fn near(x: Option<f32>, want: f32, tol: f32) -> bool {
+    x.is_some_and(|x| (x - want).abs() <= tol)
+}
+
+fn op(eg: &EG, s: &Subst, var: &str) -> Option<Op> {
+    attr_of(eg, v(s, var)).cloned()
+}
+
+/// Replacement must have the class's type (broadcasting constants can
+/// change shapes; never rewrite across a shape change).
+fn same_type(eg: &EG, a: Id, b: Id) -> bool {
+    ty(eg, a).is_some() && ty(eg, a) == ty(eg, b)
+}
+
+fn unary(eg: &mut EG, eclass: Id, u: UnaryOp, x: Id) -> Option<Id> {
+    let new = add_op(eg, &Op::Unary(u), &[x]);
+    same_type(eg, eclass, new).then_some(new)
+}
+
+fn gelu(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let ok = near(scalar(eg, v(s, "?h")), 0.5, 1e-6) && near(scalar(eg, v(s, "?one")), 1.0, 0.0);
+    let r = scalar(eg, v(s, "?r"))?;
+    // x/√2 or x·(1/√2)
+    let scale_ok = (r - std::f32::consts::SQRT_2).abs() < 1e-4 || (r - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-4;
+    if !(ok && scale_ok) {
+        return None;
+    }
+    unary(eg, c, UnaryOp::Gelu, v(s, "?x"))
+}
+
+fn silu(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    unary(eg, c, UnaryOp::Silu, v(s, "?x"))
+}
+
+fn hard_swish(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    match op(eg, s, "?hs")? {
+        Op::Unary(UnaryOp::HardSigmoid { alpha, beta }) if (alpha.get() - 1.0 / 6.0).abs() < 1e-6 && beta.get() == 0.5 => {
+            unary(eg, c, UnaryOp::HardSwish, v(s, "?x"))
+        }
+        _ => None,
+    }
+}
+
+/// Reduce-mean over the trailing axes `k..rank` with keepdims; returns k.
+fn trailing_mean(op: &Op, rank: usize) -> Option<usize> {
+    match op {
+        Op::Reduce { op: ReduceOp::Mean, axes, keepdims: true } if !axes.is_empty() => {
+            let k = *axes.iter().min()?;
+            (axes.len() == rank - k && axes.iter().all(|&a| a >= k)).then_some(k)
+        }
+        _ => None,
+    }
+}
+
+fn ones(shape: &[usize]) -> Tensor {
+    Tensor::f32(shape.to_vec(), vec![1.0; shape.iter().product()]).expect("shape matches")
+}
+
+/// (x − mean x)/√(mean((x − mean x)²) + ε) → layer_norm(x, 1)
+fn layer_norm(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let x = v(s, "?x");
+    let xt = ty(eg, x)?;
+    let k1 = trailing_mean(&op(eg, s, "?r1")?, xt.rank())?;
+    let k2 = trailing_mean(&op(eg, s, "?r2")?, xt.rank())?;
+    if k1 != k2 || !near(scalar(eg, v(s, "?two")), 2.0, 0.0) {
+        return None;
+    }
+    let eps = scalar(eg, v(s, "?eps"))?;
+    let sc = add_const(eg, ones(&xt.shape[k1..]));
+    let new = add_op(eg, &Op::LayerNorm { axis: k1, epsilon: eps.into() }, &[x, sc]);
+    same_type(eg, c, new).then_some(new)
+}
+
+/// A constant broadcast to `shape` exactly (None if it does not broadcast).
+fn expand_to(t: &Tensor, shape: &[usize]) -> Option<Tensor> {
+    let e = eval::eval_op(&Op::Expand { shape: shape.to_vec() }, &[t]).ok()?;
+    (e.shape == shape).then_some(e)
+}
+
+/// layer_norm(x, s[, b])·g → layer_norm(x, s·g[, b·g]); g constant over the normalized dims.
+fn ln_scale(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let Op::LayerNorm { axis, epsilon } = op(eg, s, "?ln")? else { return None };
+    let x = v(s, "?x");
+    let norm = ty(eg, x)?.shape[axis..].to_vec();
+    let g = value(eg, v(s, "?g"))?;
+    // g must not broadcast over the leading (non-normalized) dims.
+    if g.shape.len() > norm.len() && g.shape[..g.shape.len() - norm.len()].iter().any(|&d| d != 1) {
+        return None;
+    }
+    let g = expand_to(&squeeze_leading(&g, norm.len())?, &norm)?;
+    let sc = value(eg, v(s, "?s"))?;
+    let sc = expand_to(&sc, &norm)?;
+    let ns = eval::eval_op(&Op::Binary(BinaryOp::Mul), &[&sc, &g]).ok()?;
+    let ns = add_const(eg, ns);
+    let new = add_op(eg, &Op::LayerNorm { axis, epsilon }, &[x, ns]);
+    same_type(eg, c, new).then_some(new)
+}
+
+/// layer_norm(x, s) + b → layer_norm(x, s, b); b constant over the normalized dims.
+fn ln_bias(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let Op::LayerNorm { axis, epsilon } = op(eg, s, "?ln")? else { return None };
+    let x = v(s, "?x");
+    let norm = ty(eg, x)?.shape[axis..].to_vec();
+    let b = value(eg, v(s, "?b"))?;
+    let b = expand_to(&squeeze_leading(&b, norm.len())?, &norm)?;
+    let bc = add_const(eg, b);
+    let sc = v(s, "?s");
+    let new = add_op(eg, &Op::LayerNorm { axis, epsilon }, &[x, sc, bc]);
+    same_type(eg, c, new).then_some(new)
+}
+
+/// Drops leading size-1 dims beyond `rank` (they only broadcast).
+fn squeeze_leading(t: &Tensor, rank: usize) -> Option<Tensor> {
+    if t.shape.len() <= rank {
+        return Some(t.clone());
+    }
+    let cut = t.shape.len() - rank;
+    if t.shape[..cut].iter().any(|&d| d != 1) {
+        return None;
+    }
+    Some(Tensor { shape: t.shape[cut..].to_vec(), data: t.data.clone() })
+}
+
+/// Per-output-channel constant of a conv result [N, C, …]: accepts shapes
+/// that broadcast only along C (e.g. [C,1,1], [1,C,1,1], [1], []); returns [C].
+fn per_channel(t: &Tensor, out: &TensorType) -> Option<Vec<f32>> {
+    let c = out.shape[1];
+    let r = out.rank();
+    if t.shape.len() > r {
+        return None;
+    }
+    let pad = r - t.shape.len();
+    for (i, &d) in t.shape.iter().enumerate() {
+        let od = i + pad;
+        if d != 1 && od != 1 {
+            return None;
+        }
+        if od == 1 && d != 1 && d != c {
+            return None;
+        }
+    }
+    let x = t.as_f32()?;
+    Some(if x.len() == 1 { vec![x[0]; c] } else { x.to_vec() })
+}
+
+/// conv(x, w, b)·s → conv(x, w·s, b·s) for per-channel constant s (BatchNorm folding).
+fn conv_mul(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let conv_id = v(s, "?cv");
+    let out = ty(eg, conv_id)?;
+    let sv = per_channel(&*value(eg, v(s, "?s"))?, &out)?;
+    let conv = op(eg, s, "?c")?;
+    let w = value(eg, v(s, "?w"))?;
+    let per = w.numel() / sv.len();
+    let nw: Vec<f32> = w.as_f32()?.iter().enumerate().map(|(i, &x)| x * sv[i / per]).collect();
+    let nw = add_const(eg, Tensor::f32(w.shape.clone(), nw).ok()?);
+    let mut args = vec![v(s, "?x"), nw];
+    if let Some(bv) = s.get("?b".parse().ok()?).and_then(|&b| value(eg, b)) {
+        let nb: Vec<f32> = bv.as_f32()?.iter().zip(&sv).map(|(b, s)| b * s).collect();
+        args.push(add_const(eg, Tensor::f32(vec![sv.len()], nb).ok()?));
+    } else if s.get("?b".parse().ok()?).is_some() {
+        return None; // run-time bias
+    }
+    let new = add_op(eg, &conv, &args);
+    same_type(eg, c, new).then_some(new)
+}
+
+/// conv(x, w[, b]) + t → conv(x, w, b + t) for per-channel constant t.
+fn conv_add(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let conv_id = v(s, "?cv");
+    let out = ty(eg, conv_id)?;
+    let tv = per_channel(&*value(eg, v(s, "?t"))?, &out)?;
+    let conv = op(eg, s, "?c")?;
+    let w = v(s, "?w");
+    value(eg, w)?;
+    let old_b: Vec<f32> = match s.get("?b".parse().ok()?) {
+        Some(&b) => value(eg, b)?.as_f32()?.to_vec(),
+        None => vec![0.0; tv.len()],
+    };
+    let nb: Vec<f32> = old_b.iter().zip(&tv).map(|(a, b)| a + b).collect();
+    let nb = add_const(eg, Tensor::f32(vec![tv.len()], nb).ok()?);
+    let new = add_op(eg, &conv, &[v(s, "?x"), w, nb]);
+    same_type(eg, c, new).then_some(new)
+}
+
+/// matmul(x, W) + b → reshape(gemm(reshape(x, [M, K]), W, b), out) for
+/// constant W [K, N] and constant b over the last dim: the bias moves into
+/// the GEMM epilogue (the reshapes are free aliases).
+fn matmul_bias(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let x = v(s, "?x");
+    let w = v(s, "?w");
+    let wt = ty(eg, w)?;
+    value(eg, w)?;
+    let b = value(eg, v(s, "?b"))?;
+    let xt = ty(eg, x)?;
+    if wt.rank() != 2 || xt.rank() < 2 {
+        return None;
+    }
+    let (k, n) = (wt.shape[0], wt.shape[1]);
+    let b = squeeze_leading(&b, 1)?;
+    if b.shape != [n] && b.shape != [1] {
+        return None;
+    }
+    let m = xt.numel() / k;
+    let out = ty(eg, c)?;
+    let x2 = if xt.rank() == 2 { x } else { add_op(eg, &Op::Reshape { shape: vec![m, k] }, &[x]) };
+    let bc = add_const(eg, b);
+    let g = add_op(eg, &Op::Gemm { alpha: 1.0.into(), beta: 1.0.into(), trans_a: false, trans_b: false }, &[x2, w, bc]);
+    let new = if out.rank() == 2 { g } else { add_op(eg, &Op::Reshape { shape: out.shape.clone() }, &[g]) };
+    same_type(eg, c, new).then_some(new)
+}
+
+/// transpose(transpose(x, p), q) → transpose(x, p∘q), or x when that is the identity.
+fn transpose_transpose(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let (Op::Transpose { perm: p }, Op::Transpose { perm: q }) = (op(eg, s, "?t1")?, op(eg, s, "?t2")?) else { return None };
+    let composed: Vec<usize> = q.iter().map(|&i| p[i]).collect();
+    let x = v(s, "?x");
+    if composed.iter().enumerate().all(|(i, &p)| i == p) {
+        return same_type(eg, c, x).then_some(x);
+    }
+    let new = add_op(eg, &Op::Transpose { perm: composed }, &[x]);
+    same_type(eg, c, new).then_some(new)
+}
+
+/// reshape(reshape(x, s1), s2) → reshape(x, s2); reshape(x, shape(x)) → x.
+fn reshape_reshape(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let Op::Reshape { shape } = op(eg, s, "?r2")? else { return None };
+    let x = v(s, "?x");
+    if ty(eg, x)?.shape == shape {
+        return Some(x);
+    }
+    let new = add_op(eg, &Op::Reshape { shape }, &[x]);
+    same_type(eg, c, new).then_some(new)
+}
+
+fn reshape_identity(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let x = v(s, "?x");
+    same_type(eg, c, x).then_some(x)
+}
+
+fn transpose_identity(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let Op::Transpose { perm } = op(eg, s, "?t")? else { return None };
+    let x = v(s, "?x");
+    (perm.iter().enumerate().all(|(i, &p)| i == p) && same_type(eg, c, x)).then_some(x)
+}
+
+/// x·1 → x, x + 0 → x (constant identity elements of the same shape).
+fn drop_identity(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let Op::Binary(b) = op(eg, s, "?o")? else { return None };
+    let k = value(eg, v(s, "?k"))?;
+    let unit = match b {
+        BinaryOp::Mul | BinaryOp::Div => 1.0,
+        BinaryOp::Add | BinaryOp::Sub => 0.0,
+        _ => return None,
+    };
+    if !k.as_f32()?.iter().all(|&x| x == unit) {
+        return None;
+    }
+    let x = v(s, "?x");
+    same_type(eg, c, x).then_some(x)
+}
+
+/// All rules, in a fixed order (saturation is deterministic for a given model).
+pub fn rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
+    vec![
+        // Commutativity of the broadcasting elementwise ops lets one pattern
+        // match operands in either order. (Associativity is left out on
+        // purpose: it blows the e-graph up.)
+        egg::rewrite!("comm-add"; "(add ?a ?x ?y)" => "(add ?a ?y ?x)"),
+        egg::rewrite!("comm-mul"; "(mul ?a ?x ?y)" => "(mul ?a ?y ?x)"),
+        // x·0.5·(1 + erf(x/√2)) → gelu(x), in the association orders exporters emit
+        rule("gelu-1", "(mul ?m1 (mul ?m2 ?x ?h) (add ?a (erf ?e (div ?d ?x ?r)) ?one))", gelu),
+        rule("gelu-2", "(mul ?m1 ?x (mul ?m2 (add ?a (erf ?e (div ?d ?x ?r)) ?one) ?h))", gelu),
+        rule("gelu-3", "(mul ?m1 (mul ?m2 ?x ?h) (add ?a (erf ?e (mul ?d ?x ?r)) ?one))", gelu),
+        rule("gelu-4", "(mul ?m1 ?x (mul ?m2 (add ?a (erf ?e (mul ?d ?x ?r)) ?one) ?h))", gelu),
+        rule("gelu-5", "(mul ?m2 (mul ?m1 ?x (add ?a (erf ?e (div ?d ?x ?r)) ?one)) ?h)", gelu),
+        // x·sigmoid(x) → silu(x)
+        rule("silu", "(mul ?m ?x (sigmoid ?s ?x))", silu),
+        // x·hard_sigmoid(x; 1/6, 1/2) → hard_swish(x)
+        rule("hard-swish", "(mul ?m ?x (hard_sigmoid ?hs ?x))", hard_swish),
+        // (x − μ)/√(mean((x − μ)²) + ε) → layer_norm(x)
+        rule(
+            "layer-norm",
+            "(div ?dv (sub ?sb ?x (reduce ?r1 ?x)) (sqrt ?q (add ?ad (reduce ?r2 (pow ?p (sub ?sb ?x (reduce ?r1 ?x)) ?two)) ?eps)))",
+            layer_norm,
+        ),
+        rule("layer-norm-scale", "(mul ?m (layer_norm ?ln ?x ?s) ?g)", ln_scale),
+        rule("layer-norm-bias", "(add ?a (layer_norm ?ln ?x ?s) ?b)", ln_bias),
+        // BatchNorm (already Mul/Add by the frontend) and scalar affine ops fold into conv weights
+        rule("conv-mul", "(mul ?m ?cv ?s)", conv_mul_any),
+        rule("conv-add", "(add ?m ?cv ?t)", conv_add_any),
+        // matmul(x, W) + b → gemm with bias epilogue
+        rule("matmul-bias", "(add ?a (matmul ?mm ?x ?w) ?b)", matmul_bias),
+        rule("transpose-transpose", "(transpose ?t2 (transpose ?t1 ?x))", transpose_transpose),
+        rule("transpose-identity", "(transpose ?t ?x)", transpose_identity),
+        rule("reshape-reshape", "(reshape ?r2 (reshape ?r1 ?x))", reshape_reshape),
+        rule("reshape-identity", "(reshape ?r ?x)", reshape_identity),
+        rule("mul-one", "(mul ?o ?x ?k)", drop_identity),
+        rule("add-zero", "(add ?o ?x ?k)", drop_identity),
+        rule("div-one", "(div ?o ?x ?k)", drop_identity),
+        rule("sub-zero", "(sub ?o ?x ?k)", drop_identity),
+    ]
+}
+
+/// Finds a conv node (with or without bias) in class ?cv and delegates.
+fn with_conv(eg: &mut EG, c: Id, s: &Subst, f: fn(&mut EG, Id, &Subst) -> Option<Id>) -> Option<Id> {
+    let cv = v(s, "?cv");
+    let convs: Vec<Vec<Id>> = eg[cv]
+        .nodes
+        .iter()
+        .filter_map(|n| match n {
+            Nnc::Op("conv", ch) => Some(ch.clone()),
+            _ => None,
+        })
+        .collect();
+    for ch in convs {
+        let mut s2 = s.clone();
+        s2.insert("?c".parse().unwrap(), ch[0]);
+        s2.insert("?x".parse().unwrap(), ch[1]);
+        s2.insert("?w".parse().unwrap(), ch[2]);
+        if let Some(&b) = ch.get(3) {
+            s2.insert("?b".parse().unwrap(), b);
+        }
+        if let Some(r) = f(eg, c, &s2) {
+            return Some(r);
+        }
+    }
+    None
+}
+
+fn conv_mul_any(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    value(eg, v(s, "?s"))?;
+    with_conv(eg, c, s, conv_mul)
+}
+
+fn conv_add_any(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let t = v(s, "?t");
+    value(eg, t)?;
+    with_conv(eg, c, s, conv_add)
+}
