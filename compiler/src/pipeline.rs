@@ -28,11 +28,17 @@ pub fn prepare_with(
     g: Graph,
     opt: Option<(&opt::cost::Machine, &opt::Limits)>,
 ) -> Result<(Graph, Plan, Option<opt::Stats>), PipelineError> {
-    g.verify().map_err(|e| PipelineError::Verify { stage: "import", msg: e.0 })?;
+    g.verify().map_err(|e| PipelineError::Verify {
+        stage: "import",
+        msg: e.0,
+    })?;
     let (mut g, stats) = match opt {
         Some((m, limits)) => {
             let (g2, stats) = opt::optimize(&g, m, limits);
-            g2.verify().map_err(|e| PipelineError::Verify { stage: "optimize", msg: e.0 })?;
+            g2.verify().map_err(|e| PipelineError::Verify {
+                stage: "optimize",
+                msg: e.0,
+            })?;
             (g2, Some(stats))
         }
         None => (g, None),

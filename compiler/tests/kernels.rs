@@ -2054,3 +2054,99 @@ fn null_arguments_and_bad_indices_report_status() {
     assert_eq!(run(std::ptr::null(), gp, yp), 1, "NULL input");
     assert_eq!(run(xp, gp, std::ptr::null_mut()), 1, "NULL output");
 }
+
+#[test]
+fn attention() {
+    let mut ck = Checker::new("attention");
+    let mut rng = Rng::new(11);
+    // (q batch, kv batch, Lq, Lk, D, Dv, mask shape, causal, softcap)
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(
+        Vec<usize>,
+        Vec<usize>,
+        usize,
+        usize,
+        usize,
+        usize,
+        Option<Vec<usize>>,
+        bool,
+        f32,
+    )> = vec![
+        (vec![1], vec![1], 1, 1, 1, 1, None, false, 0.0),
+        (vec![1], vec![1], 1, 2, 1, 1, None, false, 0.0),
+        (vec![1], vec![1], 2, 1, 1, 1, None, false, 0.0),
+        (vec![1], vec![1], 1, 1, 2, 1, None, false, 0.0),
+        (vec![1], vec![1], 1, 1, 1, 2, None, false, 0.0),
+        (vec![2], vec![2], 3, 5, 4, 3, None, false, 0.0),
+        (vec![1, 2], vec![1, 2], 17, 9, 8, 8, None, false, 0.0),
+        (vec![8], vec![8], 16, 16, 8, 8, None, false, 0.0),
+        (vec![2], vec![2], 33, 130, 16, 7, None, false, 0.0),
+        (vec![1, 4], vec![1, 2], 5, 7, 8, 8, None, false, 0.0),
+        (
+            vec![1, 3],
+            vec![1, 3],
+            6,
+            140,
+            5,
+            4,
+            Some(vec![1, 1, 1, 140]),
+            false,
+            0.0,
+        ),
+        (
+            vec![2, 2],
+            vec![2, 2],
+            40,
+            9,
+            4,
+            4,
+            Some(vec![2, 1, 40, 9]),
+            false,
+            0.0,
+        ),
+        (vec![1], vec![1], 7, 7, 4, 4, None, true, 0.0),
+        (vec![1], vec![1], 5, 9, 4, 4, None, true, 30.0),
+        (
+            vec![1, 12],
+            vec![1, 12],
+            128,
+            128,
+            64,
+            64,
+            Some(vec![1, 1, 1, 128]),
+            false,
+            0.0,
+        ),
+    ];
+    for (qb, kb, lq, lk, d, dv, mask, causal, softcap) in cases {
+        let sh = |b: &[usize], x: usize, y: usize| {
+            let mut s = b.to_vec();
+            s.extend([x, y]);
+            s
+        };
+        let mut ts = vec![
+            randn(&mut rng, &sh(&qb, lq, d)),
+            randn(&mut rng, &sh(&kb, d, lk)),
+            randn(&mut rng, &sh(&kb, lk, dv)),
+        ];
+        if let Some(m) = &mask {
+            ts.push(randn(&mut rng, m));
+        }
+        let op = Op::Attention {
+            scale: (1.0 / (d as f32).sqrt()).into(),
+            causal,
+            softcap: softcap.into(),
+        };
+        ck.op(
+            &format!(
+                "attention q{:?} kt{:?} mask {mask:?} causal {causal} softcap {softcap}",
+                sh(&qb, lq, d),
+                sh(&kb, d, lk)
+            ),
+            op,
+            args_with_consts(ts, &[]),
+            softmax_tol(lk),
+        );
+    }
+    ck.finish();
+}

@@ -2,6 +2,7 @@
 //! size, and emission. Adding an op to codegen means adding an arm here and,
 //! if it is a new family, a module beside this one.
 
+use super::attention::{self, AttnGeom};
 use super::conv::{self, ConvGeom};
 use super::elementwise::{self, Expr, Layout};
 use super::gemm::{self, Bias, GemmSpec, Strides};
@@ -100,6 +101,7 @@ pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
         }
         Op::Reshape { .. } | Op::Transpose { .. } | Op::Concat { .. } | Op::Slice { .. } => Ok(()),
         Op::Gather { .. } | Op::Expand { .. } | Op::Tile { .. } => Ok(()),
+        Op::Attention { .. } => need_f32("attention"),
     }
 }
 
@@ -149,6 +151,7 @@ pub fn scratch_bytes(g: &Graph, id: ValueId) -> usize {
             conv_geom(window, *group, args[0], args[1], g.ty(id)).scratch_bytes()
         }
         Op::Gemm { trans_b: true, .. } => args[1].bytes(),
+        Op::Attention { .. } => attn_geom(op, &args, g.ty(id)).scratch_bytes(),
         _ => 0,
     }
 }
@@ -401,9 +404,45 @@ pub fn emit(
             );
             return k.get(status);
         }
+        Op::Attention { .. } => {
+            let geom = attn_geom(op, &args, y);
+            let s = scratch.expect("planner allocates the score block");
+            attention::emit(k, &geom, a[0], a[1], a[2], a.get(3).copied(), out, s);
+        }
         Op::Where | Op::Cast { .. } | Op::ArgMax { .. } => unreachable!("refused by check()"),
     }
     zero
+}
+
+fn attn_geom(op: &Op, args: &[&TensorType], y: &TensorType) -> AttnGeom {
+    let Op::Attention {
+        scale,
+        causal,
+        softcap,
+    } = op
+    else {
+        unreachable!()
+    };
+    let (q, kk) = (&args[0].shape, &args[1].shape);
+    let r = q.len();
+    let mask_strides = args.get(3).map(|m| {
+        let mut scores = q[..r - 2].to_vec();
+        scores.extend([q[r - 2], kk[r - 1]]);
+        broadcast_strides(&m.shape, &scores)
+    });
+    AttnGeom {
+        q_batch: q[..r - 2].to_vec(),
+        kv_batch: kk[..r - 2].to_vec(),
+        lq: q[r - 2],
+        // kᵀ is [*, D, Lk]
+        lk: kk[r - 1],
+        d: q[r - 1],
+        dv: y.shape[r - 1],
+        scale: scale.get(),
+        causal: *causal,
+        softcap: softcap.get(),
+        mask_strides,
+    }
 }
 
 fn value_arg(g: &Graph, id: ValueId, i: usize) -> ValueId {

@@ -6,6 +6,7 @@
 //! the exported entry points `<prefix>_run` / `<prefix>_info` plus their
 //! fixed-name twins `nnc_model_run` / `nnc_model_info` for generic loaders.
 
+mod attention;
 mod conv;
 mod elementwise;
 mod gemm;
@@ -139,6 +140,9 @@ pub fn define_model<M: Module>(
             };
             k.b.ins().return_(&[st]);
             k.b.finalize(m.target_config());
+        }
+        if std::env::var_os("NNC_DUMP_CLIF").is_some() {
+            eprintln!("{}", ctx.func.display());
         }
         m.define_function(fid, &mut ctx).map_err(merr)?;
         m.clear_context(&mut ctx);

@@ -119,6 +119,11 @@ fn eval_data(op: &Op, args: &[&Tensor], out: &[usize]) -> Result<TensorData, Str
             take(&concat_data(&[&x.data, &y.data])?, &map, 0.0)
         }
         Op::Cast { to } => cast(&a.data, *to),
+        Op::Attention {
+            scale,
+            causal,
+            softcap,
+        } => attention(args, scale.get() as f64, *causal, softcap.get() as f64, out)?,
         Op::MatMul => matmul(a, args[1])?,
         Op::Gemm {
             alpha,
@@ -627,6 +632,98 @@ fn matmul(a: &Tensor, b: &Tensor) -> Result<TensorData, String> {
         )),
         _ => return Err("matmul needs two f32 or two i64 operands".into()),
     })
+}
+
+/// Reference attention: softmax(scale·q·kᵀ + mask)·v in f64, with batch
+/// broadcasting and grouped heads as [`Op::Attention`] defines them.
+fn attention(
+    args: &[&Tensor],
+    scale: f64,
+    causal: bool,
+    softcap: f64,
+    out: &[usize],
+) -> Result<TensorData, String> {
+    let (q, k, v) = (f32s(args[0])?, f32s(args[1])?, f32s(args[2])?);
+    let mask = match args.get(3) {
+        Some(m) => Some(f32s(m)?),
+        None => None,
+    };
+    let r = out.len();
+    let qs = &args[0].shape;
+    let ks = &args[1].shape;
+    let (lq, d, lk, dv) = (qs[r - 2], qs[r - 1], ks[r - 1], out[r - 1]);
+    let batch = &qs[..r - 2];
+    let mut scores_shape = batch.to_vec();
+    scores_shape.extend([lq, lk]);
+    let mask_map = args.get(3).map(|m| broadcast_map(&m.shape, &scores_shape));
+    let nb: usize = batch.iter().product();
+    let mut y = vec![0f32; nb * lq * dv];
+    for b in 0..nb {
+        // Batch index of k/v: per dim, equal, broadcast (1), or grouped (dim -3).
+        let mut rem = b;
+        let mut kb = 0usize;
+        let mut kstride = 1usize;
+        for i in (0..r - 2).rev() {
+            let qi = rem % qs[i];
+            rem /= qs[i];
+            let ki = if ks[i] == qs[i] {
+                qi
+            } else if ks[i] == 1 {
+                0
+            } else {
+                qi / (qs[i] / ks[i])
+            };
+            kb += ki * kstride;
+            kstride *= ks[i];
+        }
+        for i in 0..lq {
+            let qrow = &q[(b * lq + i) * d..][..d];
+            let mut s = vec![f64::NEG_INFINITY; lk];
+            for (j, sj) in s.iter_mut().enumerate() {
+                if causal && j > i + lk.saturating_sub(lq) {
+                    continue;
+                }
+                // kᵀ is [D, Lk]: column j holds key j.
+                let kt = &k[kb * d * lk..][..d * lk];
+                let mut dot: f64 = qrow
+                    .iter()
+                    .enumerate()
+                    .map(|(t, &a)| a as f64 * kt[t * lk + j] as f64)
+                    .sum::<f64>()
+                    * scale;
+                if softcap > 0.0 {
+                    dot = softcap * (dot / softcap).tanh();
+                }
+                if let (Some(m), Some(map)) = (mask, &mask_map) {
+                    dot += m[map[(b * lq + i) * lk + j]] as f64;
+                }
+                *sj = dot;
+            }
+            let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s
+                .iter()
+                .map(|&x| {
+                    if mx == f64::NEG_INFINITY {
+                        0.0
+                    } else {
+                        (x - mx).exp()
+                    }
+                })
+                .collect();
+            let sum: f64 = e.iter().sum();
+            for c in 0..dv {
+                let acc: f64 = (0..lk)
+                    .map(|j| e[j] * v[(kb * lk + j) * dv + c] as f64)
+                    .sum();
+                y[(b * lq + i) * dv + c] = if sum > 0.0 {
+                    (acc / sum) as f32
+                } else {
+                    f32::NAN
+                };
+            }
+        }
+    }
+    Ok(TensorData::F32(y))
 }
 
 fn gemm(

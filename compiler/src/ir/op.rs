@@ -316,6 +316,19 @@ pub enum Op {
     Tile {
         repeats: Vec<usize>,
     },
+    /// Scaled dot-product attention, fused: `softmax(scale·q·kᵀ + mask)·v`
+    /// with optional causal masking and logit soft-capping
+    /// (`softcap·tanh(s/softcap)` when softcap > 0). Inputs q [*, Lq, D],
+    /// kᵀ [*, D, Lk] (keys already transposed, as exporters produce them),
+    /// v [*, Lk, Dv], optional additive mask broadcastable to [*, Lq, Lk].
+    /// The head dim (-3) of k/v may divide q's (grouped-query attention);
+    /// other batch dims match or are 1. The kernel streams over key blocks
+    /// with an online softmax: no Lq×Lk matrix is materialized.
+    Attention {
+        scale: F32Bits,
+        causal: bool,
+        softcap: F32Bits,
+    },
     /// Constant padding (mode constant) with `pads = [begin..., end...]`
     /// (may be negative = cropping); reflect/edge by `mode`.
     Pad {
@@ -374,6 +387,7 @@ impl Op {
             Op::Expand { .. } => "expand",
             Op::Tile { .. } => "tile",
             Op::Pad { .. } => "pad",
+            Op::Attention { .. } => "attention",
         }
     }
 
@@ -433,6 +447,13 @@ impl Op {
             Op::Expand { shape } => format!("shape={shape:?}"),
             Op::Tile { repeats } => format!("repeats={repeats:?}"),
             Op::Pad { pads, mode, value } => format!("pads={pads:?} mode={mode:?} value={value}"),
+            Op::Attention {
+                scale,
+                causal,
+                softcap,
+            } => {
+                format!("scale={scale} causal={causal} softcap={softcap}")
+            }
             Op::Binary(_) | Op::Where | Op::MatMul => String::new(),
         }
     }
@@ -449,6 +470,7 @@ impl Op {
             Op::Where | Op::InstanceNorm { .. } => (3, 3),
             Op::Gemm { .. } | Op::Conv { .. } | Op::LayerNorm { .. } => (2, 3),
             Op::Concat { .. } => (1, usize::MAX),
+            Op::Attention { .. } => (3, 4),
         }
     }
 
@@ -797,6 +819,16 @@ impl Op {
                     a.shape.iter().zip(repeats).map(|(d, r)| d * r).collect(),
                 ))
             }
+            Op::Attention { .. } => {
+                f32_only("attention")?;
+                attention_shape(
+                    &args[0].shape,
+                    &args[1].shape,
+                    &args[2].shape,
+                    args.get(3).map(|m| m.shape.as_slice()),
+                )
+                .map(|s| TensorType::new(DType::F32, s))
+            }
             Op::Pad { pads, mode, .. } => {
                 let r = a.rank();
                 if pads.len() != 2 * r {
@@ -851,6 +883,55 @@ fn check_axis(axis: usize, rank: usize) -> Result<(), String> {
         return Err(format!("axis {axis} out of range for rank {rank}"));
     }
     Ok(())
+}
+
+/// Result shape of attention, checking operand shapes (see [`Op::Attention`]).
+pub fn attention_shape(
+    q: &[usize],
+    k: &[usize],
+    v: &[usize],
+    mask: Option<&[usize]>,
+) -> Result<Vec<usize>, String> {
+    let r = q.len();
+    if r < 3 || k.len() != r || v.len() != r {
+        return Err(format!(
+            "attention needs q, k, v of equal rank >= 3, got {q:?}, {k:?}, {v:?}"
+        ));
+    }
+    let (lq, d) = (q[r - 2], q[r - 1]);
+    let (dk, lk) = (k[r - 2], k[r - 1]);
+    if d != dk || v[r - 2] != lk {
+        return Err(format!(
+            "attention: q {q:?}, kᵀ {k:?}, v {v:?} disagree (q·kᵀ needs equal D, v needs Lk rows)"
+        ));
+    }
+    for i in 0..r - 2 {
+        if k[i] != v[i] {
+            return Err(format!(
+                "attention: k and v batch dims differ: {k:?} vs {v:?}"
+            ));
+        }
+        let grouped = i == r - 3 && k[i] != 0 && q[i] % k[i] == 0;
+        if k[i] != q[i] && k[i] != 1 && !grouped {
+            return Err(format!(
+                "attention: batch dim {i} of k ({}) neither matches q ({}) nor divides it",
+                k[i], q[i]
+            ));
+        }
+    }
+    let mut out = q.to_vec();
+    out[r - 1] = v[r - 1];
+    if let Some(m) = mask {
+        let mut scores = q[..r - 2].to_vec();
+        scores.extend([lq, lk]);
+        let b = broadcast_shapes(m, &scores)?;
+        if b != scores {
+            return Err(format!(
+                "attention mask {m:?} does not broadcast to the scores {scores:?}"
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// numpy broadcasting of two shapes.

@@ -25,19 +25,50 @@ pub struct Machine {
 impl Machine {
     /// x86-64 with AVX-512 micro-kernels (Sapphire Rapids-class core).
     pub fn x86_64_avx512() -> Machine {
-        Machine { name: "x86-64 (AVX-512)", vector_lanes: 16, gemm_gflops: 180.0, elem_gops: 16.0, l2_bytes: 2 << 20, l2_gbs: 170.0, dram_gbs: 15.0, cores: 2 }
+        Machine {
+            name: "x86-64 (AVX-512)",
+            vector_lanes: 16,
+            gemm_gflops: 180.0,
+            elem_gops: 16.0,
+            l2_bytes: 2 << 20,
+            l2_gbs: 170.0,
+            dram_gbs: 15.0,
+            cores: 2,
+        }
     }
     /// x86-64 with Cranelift's 128-bit code only.
     pub fn x86_64_sse() -> Machine {
-        Machine { name: "x86-64 (128-bit)", vector_lanes: 4, gemm_gflops: 30.0, elem_gops: 4.0, l2_bytes: 1 << 20, l2_gbs: 100.0, dram_gbs: 12.0, cores: 2 }
+        Machine {
+            name: "x86-64 (128-bit)",
+            vector_lanes: 4,
+            gemm_gflops: 30.0,
+            elem_gops: 4.0,
+            l2_bytes: 1 << 20,
+            l2_gbs: 100.0,
+            dram_gbs: 12.0,
+            cores: 2,
+        }
     }
     /// AArch64 with NEON (Neoverse-class core).
     pub fn aarch64() -> Machine {
-        Machine { name: "aarch64 (NEON)", vector_lanes: 4, gemm_gflops: 40.0, elem_gops: 6.0, l2_bytes: 1 << 20, l2_gbs: 120.0, dram_gbs: 20.0, cores: 4 }
+        Machine {
+            name: "aarch64 (NEON)",
+            vector_lanes: 4,
+            gemm_gflops: 40.0,
+            elem_gops: 6.0,
+            l2_bytes: 1 << 20,
+            l2_gbs: 120.0,
+            dram_gbs: 20.0,
+            cores: 4,
+        }
     }
 
     fn mem_ns(&self, bytes: usize) -> f64 {
-        let bw = if bytes <= self.l2_bytes { self.l2_gbs } else { self.dram_gbs };
+        let bw = if bytes <= self.l2_bytes {
+            self.l2_gbs
+        } else {
+            self.dram_gbs
+        };
         bytes as f64 / bw
     }
 }
@@ -73,7 +104,11 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                 let per: usize = args[1].shape[1] * window.kernel.iter().product::<usize>();
                 let flops = 2.0 * n * per as f64;
                 // im2col writes and rereads the unfolded input unless pointwise.
-                let unfold = if window.kernel.iter().all(|&k| k == 1) { 0.0 } else { m.mem_ns(2 * per * out.numel() / out.shape[1].max(1) * 4) };
+                let unfold = if window.kernel.iter().all(|&k| k == 1) {
+                    0.0
+                } else {
+                    m.mem_ns(2 * per * out.numel() / out.shape[1].max(1) * 4)
+                };
                 flops / m.gemm_gflops + mem + unfold
             }
             Op::Unary(u) => n * unary_weight(u) / m.elem_gops + mem,
@@ -81,9 +116,24 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
             Op::Softmax { .. } => 16.0 * n / m.elem_gops + 2.0 * mem,
             Op::LayerNorm { .. } | Op::InstanceNorm { .. } => 4.0 * n / m.elem_gops + 2.0 * mem,
             Op::Reduce { .. } | Op::ArgMax { .. } => args[0].numel() as f64 / m.elem_gops + mem,
-            Op::Pool { window, .. } => n * window.kernel.iter().product::<usize>() as f64 / m.elem_gops + mem,
+            Op::Pool { window, .. } => {
+                n * window.kernel.iter().product::<usize>() as f64 / m.elem_gops + mem
+            }
             // Strided data movement runs below bandwidth.
-            Op::Transpose { .. } | Op::Gather { .. } | Op::Tile { .. } | Op::Slice { .. } => 2.0 * mem,
+            Op::Transpose { .. } | Op::Gather { .. } | Op::Tile { .. } | Op::Slice { .. } => {
+                2.0 * mem
+            }
             Op::Concat { .. } | Op::Expand { .. } | Op::Pad { .. } => mem,
+            Op::Attention { .. } => {
+                // Two products of 2·Lq·Lk·D flops each plus one exp per score;
+                // no Lq×Lk matrix goes through memory.
+                let r = out.rank();
+                let (lk, d) = (args[1].shape[r - 1], args[0].shape[r - 1]);
+                let batch_rows = (out.numel() / out.shape[r - 1].max(1)) as f64;
+                let flops = 2.0 * batch_rows * lk as f64 * (d + out.shape[r - 1]) as f64;
+                let exps = batch_rows * lk as f64;
+                // Both products run on the GEMM kernels; the softmax is one pass.
+                flops / m.gemm_gflops + 12.0 * exps / m.elem_gops + mem
+            }
         }
 }

@@ -76,5 +76,8 @@ pub fn extract(eg: &EG, roots: &[Id], own: &dyn Fn(&EG, &Nnc) -> Option<f64>) ->
         let (_, s, _) = best.get(&eg.find(r))?;
         all.extend(s.iter().map(|(k, v)| (*k, *v)));
     }
-    Some(Choice { total: all.values().sum(), best: best.into_iter().map(|(k, (_, _, n))| (k, n)).collect() })
+    Some(Choice {
+        total: all.values().sum(),
+        best: best.into_iter().map(|(k, (_, _, n))| (k, n)).collect(),
+    })
 }

@@ -75,11 +75,66 @@ impl fmt::Display for Nnc {
 
 /// Op names usable in patterns (every IR op name).
 pub const OP_NAMES: &[&str] = &[
-    "relu", "sigmoid", "tanh", "exp", "log", "sqrt", "erf", "neg", "abs", "reciprocal", "floor", "ceil", "gelu", "silu",
-    "leaky_relu", "elu", "selu", "hard_sigmoid", "hard_swish", "clip", "not", "add", "sub", "mul", "div", "pow", "max",
-    "min", "mod", "fmod", "equal", "less", "greater", "less_or_equal", "greater_or_equal", "and", "or", "xor", "where",
-    "cast", "matmul", "gemm", "conv", "max_pool", "avg_pool", "softmax", "log_softmax", "layer_norm", "instance_norm",
-    "reduce", "argmax", "reshape", "transpose", "concat", "slice", "gather", "expand", "tile", "pad", "attention",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "exp",
+    "log",
+    "sqrt",
+    "erf",
+    "neg",
+    "abs",
+    "reciprocal",
+    "floor",
+    "ceil",
+    "gelu",
+    "silu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "hard_sigmoid",
+    "hard_swish",
+    "clip",
+    "not",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "pow",
+    "max",
+    "min",
+    "mod",
+    "fmod",
+    "equal",
+    "less",
+    "greater",
+    "less_or_equal",
+    "greater_or_equal",
+    "and",
+    "or",
+    "xor",
+    "where",
+    "cast",
+    "matmul",
+    "gemm",
+    "conv",
+    "max_pool",
+    "avg_pool",
+    "softmax",
+    "log_softmax",
+    "layer_norm",
+    "instance_norm",
+    "reduce",
+    "argmax",
+    "reshape",
+    "transpose",
+    "concat",
+    "slice",
+    "gather",
+    "expand",
+    "tile",
+    "pad",
+    "attention",
     "fused",
 ];
 
@@ -94,7 +149,9 @@ impl FromOp for Nnc {
     fn from_op(op: &str, children: Vec<Id>) -> Result<Self, String> {
         match op_name(op) {
             Some(n) if !children.is_empty() => Ok(Nnc::Op(n, children)),
-            _ => Err(format!("unknown op '{op}' in a pattern (or missing attribute child)")),
+            _ => Err(format!(
+                "unknown op '{op}' in a pattern (or missing attribute child)"
+            )),
         }
     }
 }
@@ -136,7 +193,10 @@ impl Tables {
     pub fn konst(&mut self, t: Arc<Tensor>) -> u32 {
         let key = (t.shape.clone(), content_hash(&t));
         if let Some(cands) = self.const_ids.get(&key) {
-            if let Some(&i) = cands.iter().find(|&&i| same_bits(&self.consts[i as usize], &t)) {
+            if let Some(&i) = cands
+                .iter()
+                .find(|&&i| same_bits(&self.consts[i as usize], &t))
+            {
                 return i;
             }
         }
@@ -201,19 +261,33 @@ impl Analysis<Nnc> for Tables {
 
     fn make(eg: &mut EG, enode: &Nnc, _id: Id) -> Facts {
         match enode {
-            Nnc::Input(i) => Facts { ty: Some(eg.analysis.inputs[*i as usize].clone()), value: None },
+            Nnc::Input(i) => Facts {
+                ty: Some(eg.analysis.inputs[*i as usize].clone()),
+                value: None,
+            },
             Nnc::Const(i) => {
                 let t = eg.analysis.consts[*i as usize].clone();
-                Facts { ty: Some(t.ty()), value: Some(t) }
+                Facts {
+                    ty: Some(t.ty()),
+                    value: Some(t),
+                }
             }
             Nnc::Attr(_) => Facts::default(),
             Nnc::Op(_, ch) => {
-                let Some(op) = attr_of(eg, ch[0]).cloned() else { return Facts::default() };
-                let tys: Option<Vec<TensorType>> = ch[1..].iter().map(|&c| eg[c].data.ty.clone()).collect();
-                let Some(tys) = tys else { return Facts::default() };
+                let Some(op) = attr_of(eg, ch[0]).cloned() else {
+                    return Facts::default();
+                };
+                let tys: Option<Vec<TensorType>> =
+                    ch[1..].iter().map(|&c| eg[c].data.ty.clone()).collect();
+                let Some(tys) = tys else {
+                    return Facts::default();
+                };
                 let refs: Vec<&TensorType> = tys.iter().collect();
-                let Ok(ty) = op.infer(&refs) else { return Facts::default() };
-                let vals: Option<Vec<Arc<Tensor>>> = ch[1..].iter().map(|&c| eg[c].data.value.clone()).collect();
+                let Ok(ty) = op.infer(&refs) else {
+                    return Facts::default();
+                };
+                let vals: Option<Vec<Arc<Tensor>>> =
+                    ch[1..].iter().map(|&c| eg[c].data.value.clone()).collect();
                 let value = match vals {
                     Some(v) if ty.numel() <= FOLD_LIMIT_ELEMS => {
                         let r: Vec<&Tensor> = v.iter().map(|t| t.as_ref()).collect();
@@ -221,7 +295,10 @@ impl Analysis<Nnc> for Tables {
                     }
                     _ => None,
                 };
-                Facts { ty: Some(ty), value }
+                Facts {
+                    ty: Some(ty),
+                    value,
+                }
             }
         }
     }

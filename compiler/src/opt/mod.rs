@@ -27,7 +27,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { iterations: 16, nodes: 100_000, time: Duration::from_secs(2) }
+        Limits {
+            iterations: 16,
+            nodes: 100_000,
+            time: Duration::from_secs(2),
+        }
     }
 }
 
@@ -49,17 +53,43 @@ pub struct Stats {
 
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "e-graph: {} nodes, {} classes, {} iterations, stopped: {}", self.nodes, self.classes, self.iterations, self.stop_reason)?;
-        writeln!(f, "time: saturation {:.2} ms, extraction {:.2} ms", self.saturate_ms, self.extract_ms)?;
-        writeln!(f, "estimated cost: {:.1} us -> {:.1} us", self.cost_before_ns / 1e3, self.cost_after_ns / 1e3)?;
-        let after: HashMap<&str, usize> = self.ops_after.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        let before: HashMap<&str, usize> = self.ops_before.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        writeln!(
+            f,
+            "e-graph: {} nodes, {} classes, {} iterations, stopped: {}",
+            self.nodes, self.classes, self.iterations, self.stop_reason
+        )?;
+        writeln!(
+            f,
+            "time: saturation {:.2} ms, extraction {:.2} ms",
+            self.saturate_ms, self.extract_ms
+        )?;
+        writeln!(
+            f,
+            "estimated cost: {:.1} us -> {:.1} us",
+            self.cost_before_ns / 1e3,
+            self.cost_after_ns / 1e3
+        )?;
+        let after: HashMap<&str, usize> = self
+            .ops_after
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        let before: HashMap<&str, usize> = self
+            .ops_before
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
         let mut names: Vec<&str> = before.keys().chain(after.keys()).copied().collect();
         names.sort();
         names.dedup();
         writeln!(f, "ops (before -> after):")?;
         for n in names {
-            writeln!(f, "  {n:<16} {:>4} -> {:>4}", before.get(n).unwrap_or(&0), after.get(n).unwrap_or(&0))?;
+            writeln!(
+                f,
+                "  {n:<16} {:>4} -> {:>4}",
+                before.get(n).unwrap_or(&0),
+                after.get(n).unwrap_or(&0)
+            )?;
         }
         Ok(())
     }
@@ -98,7 +128,10 @@ pub fn graph_cost(g: &Graph, m: &cost::Machine) -> f64 {
 /// Optimizes `g` for machine `m`; returns the new graph and what happened.
 pub fn optimize(g: &Graph, m: &cost::Machine, limits: &Limits) -> (Graph, Stats) {
     let t0 = Instant::now();
-    let mut eg: EG = EG::new(Tables { inputs: g.inputs.iter().map(|&i| g.ty(i).clone()).collect(), ..Default::default() });
+    let mut eg: EG = EG::new(Tables {
+        inputs: g.inputs.iter().map(|&i| g.ty(i).clone()).collect(),
+        ..Default::default()
+    });
     let mut class_of: Vec<Id> = Vec::with_capacity(g.values.len());
     for id in g.ids() {
         let v = g.value(id);
@@ -116,7 +149,11 @@ pub fn optimize(g: &Graph, m: &cost::Machine, limits: &Limits) -> (Graph, Stats)
         class_of.push(c);
     }
     eg.rebuild();
-    let roots: Vec<Id> = g.outputs.iter().map(|o| class_of[o.value.index()]).collect();
+    let roots: Vec<Id> = g
+        .outputs
+        .iter()
+        .map(|o| class_of[o.value.index()])
+        .collect();
     let runner = Runner::default()
         .with_egraph(eg)
         .with_iter_limit(limits.iterations)
@@ -140,7 +177,8 @@ pub fn optimize(g: &Graph, m: &cost::Machine, limits: &Limits) -> (Graph, Stats)
             Nnc::Input(_) | Nnc::Const(_) | Nnc::Attr(_) => Some(0.0),
             Nnc::Op(_, ch) => {
                 let op = lang::attr_of(eg, ch[0])?;
-                let tys: Option<Vec<TensorType>> = ch[1..].iter().map(|&c| eg[c].data.ty.clone()).collect();
+                let tys: Option<Vec<TensorType>> =
+                    ch[1..].iter().map(|&c| eg[c].data.ty.clone()).collect();
                 let tys = tys?;
                 let out = op.infer(&tys.iter().collect::<Vec<_>>()).ok()?;
                 Some(cost::op_ns(m, op, &tys.iter().collect::<Vec<_>>(), &out))
@@ -175,7 +213,9 @@ fn rebuild(g: &Graph, eg: &EG, class_of: &[Id], ch: &extract::Choice) -> Option<
     let mut names: HashMap<Id, (String, Option<String>)> = HashMap::new();
     for (i, &c) in class_of.iter().enumerate() {
         let v = &g.values[i];
-        names.entry(eg.find(c)).or_insert((v.name.clone(), v.origin.clone()));
+        names
+            .entry(eg.find(c))
+            .or_insert((v.name.clone(), v.origin.clone()));
     }
     let mut memo: HashMap<Id, ValueId> = HashMap::new();
     for &i in &g.inputs {

@@ -18,9 +18,21 @@ struct FnApplier {
 }
 
 impl Applier<Nnc, super::lang::Tables> for FnApplier {
-    fn apply_one(&self, eg: &mut EG, eclass: Id, subst: &Subst, _ast: Option<&PatternAst<Nnc>>, rule: Symbol) -> Vec<Id> {
+    fn apply_one(
+        &self,
+        eg: &mut EG,
+        eclass: Id,
+        subst: &Subst,
+        _ast: Option<&PatternAst<Nnc>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
         let mut key = vec![eg.find(eclass)];
-        key.extend(self.vars.iter().filter_map(|v| subst.get(*v)).map(|&i| eg.find(i)));
+        key.extend(
+            self.vars
+                .iter()
+                .filter_map(|v| subst.get(*v))
+                .map(|&i| eg.find(i)),
+        );
         if !eg.analysis.applied.insert((rule.as_str().to_string(), key)) {
             return vec![];
         }
@@ -32,7 +44,9 @@ impl Applier<Nnc, super::lang::Tables> for FnApplier {
 }
 
 fn rule(name: &str, pattern: &str, f: ApplyFn) -> Rewrite<Nnc, super::lang::Tables> {
-    let p: Pattern<Nnc> = pattern.parse().unwrap_or_else(|e| panic!("rule {name}: bad pattern: {e:?}"));
+    let p: Pattern<Nnc> = pattern
+        .parse()
+        .unwrap_or_else(|e| panic!("rule {name}: bad pattern: {e:?}"));
     let vars = p.vars();
     Rewrite::new(name, p, FnApplier { f, vars }).unwrap_or_else(|e| panic!("rule {name}: {e}"))
 }
@@ -78,7 +92,8 @@ fn gelu(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     let ok = near(scalar(eg, v(s, "?h")), 0.5, 1e-6) && near(scalar(eg, v(s, "?one")), 1.0, 0.0);
     let r = scalar(eg, v(s, "?r"))?;
     // x/√2 or x·(1/√2)
-    let scale_ok = (r - std::f32::consts::SQRT_2).abs() < 1e-4 || (r - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-4;
+    let scale_ok = (r - std::f32::consts::SQRT_2).abs() < 1e-4
+        || (r - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-4;
     if !(ok && scale_ok) {
         return None;
     }
@@ -91,7 +106,9 @@ fn silu(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
 
 fn hard_swish(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     match op(eg, s, "?hs")? {
-        Op::Unary(UnaryOp::HardSigmoid { alpha, beta }) if (alpha.get() - 1.0 / 6.0).abs() < 1e-6 && beta.get() == 0.5 => {
+        Op::Unary(UnaryOp::HardSigmoid { alpha, beta })
+            if (alpha.get() - 1.0 / 6.0).abs() < 1e-6 && beta.get() == 0.5 =>
+        {
             unary(eg, c, UnaryOp::HardSwish, v(s, "?x"))
         }
         _ => None,
@@ -101,7 +118,11 @@ fn hard_swish(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
 /// Reduce-mean over the trailing axes `k..rank` with keepdims; returns k.
 fn trailing_mean(op: &Op, rank: usize) -> Option<usize> {
     match op {
-        Op::Reduce { op: ReduceOp::Mean, axes, keepdims: true } if !axes.is_empty() => {
+        Op::Reduce {
+            op: ReduceOp::Mean,
+            axes,
+            keepdims: true,
+        } if !axes.is_empty() => {
             let k = *axes.iter().min()?;
             (axes.len() == rank - k && axes.iter().all(|&a| a >= k)).then_some(k)
         }
@@ -124,24 +145,43 @@ fn layer_norm(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     }
     let eps = scalar(eg, v(s, "?eps"))?;
     let sc = add_const(eg, ones(&xt.shape[k1..]));
-    let new = add_op(eg, &Op::LayerNorm { axis: k1, epsilon: eps.into() }, &[x, sc]);
+    let new = add_op(
+        eg,
+        &Op::LayerNorm {
+            axis: k1,
+            epsilon: eps.into(),
+        },
+        &[x, sc],
+    );
     same_type(eg, c, new).then_some(new)
 }
 
 /// A constant broadcast to `shape` exactly (None if it does not broadcast).
 fn expand_to(t: &Tensor, shape: &[usize]) -> Option<Tensor> {
-    let e = eval::eval_op(&Op::Expand { shape: shape.to_vec() }, &[t]).ok()?;
+    let e = eval::eval_op(
+        &Op::Expand {
+            shape: shape.to_vec(),
+        },
+        &[t],
+    )
+    .ok()?;
     (e.shape == shape).then_some(e)
 }
 
 /// layer_norm(x, s[, b])·g → layer_norm(x, s·g[, b·g]); g constant over the normalized dims.
 fn ln_scale(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
-    let Op::LayerNorm { axis, epsilon } = op(eg, s, "?ln")? else { return None };
+    let Op::LayerNorm { axis, epsilon } = op(eg, s, "?ln")? else {
+        return None;
+    };
     let x = v(s, "?x");
     let norm = ty(eg, x)?.shape[axis..].to_vec();
     let g = value(eg, v(s, "?g"))?;
     // g must not broadcast over the leading (non-normalized) dims.
-    if g.shape.len() > norm.len() && g.shape[..g.shape.len() - norm.len()].iter().any(|&d| d != 1) {
+    if g.shape.len() > norm.len()
+        && g.shape[..g.shape.len() - norm.len()]
+            .iter()
+            .any(|&d| d != 1)
+    {
         return None;
     }
     let g = expand_to(&squeeze_leading(&g, norm.len())?, &norm)?;
@@ -155,7 +195,9 @@ fn ln_scale(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
 
 /// layer_norm(x, s) + b → layer_norm(x, s, b); b constant over the normalized dims.
 fn ln_bias(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
-    let Op::LayerNorm { axis, epsilon } = op(eg, s, "?ln")? else { return None };
+    let Op::LayerNorm { axis, epsilon } = op(eg, s, "?ln")? else {
+        return None;
+    };
     let x = v(s, "?x");
     let norm = ty(eg, x)?.shape[axis..].to_vec();
     let b = value(eg, v(s, "?b"))?;
@@ -175,7 +217,10 @@ fn squeeze_leading(t: &Tensor, rank: usize) -> Option<Tensor> {
     if t.shape[..cut].iter().any(|&d| d != 1) {
         return None;
     }
-    Some(Tensor { shape: t.shape[cut..].to_vec(), data: t.data.clone() })
+    Some(Tensor {
+        shape: t.shape[cut..].to_vec(),
+        data: t.data.clone(),
+    })
 }
 
 /// Per-output-channel constant of a conv result [N, C, …]: accepts shapes
@@ -197,7 +242,11 @@ fn per_channel(t: &Tensor, out: &TensorType) -> Option<Vec<f32>> {
         }
     }
     let x = t.as_f32()?;
-    Some(if x.len() == 1 { vec![x[0]; c] } else { x.to_vec() })
+    Some(if x.len() == 1 {
+        vec![x[0]; c]
+    } else {
+        x.to_vec()
+    })
 }
 
 /// conv(x, w, b)·s → conv(x, w·s, b·s) for per-channel constant s (BatchNorm folding).
@@ -208,7 +257,12 @@ fn conv_mul(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     let conv = op(eg, s, "?c")?;
     let w = value(eg, v(s, "?w"))?;
     let per = w.numel() / sv.len();
-    let nw: Vec<f32> = w.as_f32()?.iter().enumerate().map(|(i, &x)| x * sv[i / per]).collect();
+    let nw: Vec<f32> = w
+        .as_f32()?
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| x * sv[i / per])
+        .collect();
     let nw = add_const(eg, Tensor::f32(w.shape.clone(), nw).ok()?);
     let mut args = vec![v(s, "?x"), nw];
     if let Some(bv) = s.get("?b".parse().ok()?).and_then(|&b| value(eg, b)) {
@@ -259,16 +313,43 @@ fn matmul_bias(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     }
     let m = xt.numel() / k;
     let out = ty(eg, c)?;
-    let x2 = if xt.rank() == 2 { x } else { add_op(eg, &Op::Reshape { shape: vec![m, k] }, &[x]) };
+    let x2 = if xt.rank() == 2 {
+        x
+    } else {
+        add_op(eg, &Op::Reshape { shape: vec![m, k] }, &[x])
+    };
     let bc = add_const(eg, b);
-    let g = add_op(eg, &Op::Gemm { alpha: 1.0.into(), beta: 1.0.into(), trans_a: false, trans_b: false }, &[x2, w, bc]);
-    let new = if out.rank() == 2 { g } else { add_op(eg, &Op::Reshape { shape: out.shape.clone() }, &[g]) };
+    let g = add_op(
+        eg,
+        &Op::Gemm {
+            alpha: 1.0.into(),
+            beta: 1.0.into(),
+            trans_a: false,
+            trans_b: false,
+        },
+        &[x2, w, bc],
+    );
+    let new = if out.rank() == 2 {
+        g
+    } else {
+        add_op(
+            eg,
+            &Op::Reshape {
+                shape: out.shape.clone(),
+            },
+            &[g],
+        )
+    };
     same_type(eg, c, new).then_some(new)
 }
 
 /// transpose(transpose(x, p), q) → transpose(x, p∘q), or x when that is the identity.
 fn transpose_transpose(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
-    let (Op::Transpose { perm: p }, Op::Transpose { perm: q }) = (op(eg, s, "?t1")?, op(eg, s, "?t2")?) else { return None };
+    let (Op::Transpose { perm: p }, Op::Transpose { perm: q }) =
+        (op(eg, s, "?t1")?, op(eg, s, "?t2")?)
+    else {
+        return None;
+    };
     let composed: Vec<usize> = q.iter().map(|&i| p[i]).collect();
     let x = v(s, "?x");
     if composed.iter().enumerate().all(|(i, &p)| i == p) {
@@ -280,7 +361,9 @@ fn transpose_transpose(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
 
 /// reshape(reshape(x, s1), s2) → reshape(x, s2); reshape(x, shape(x)) → x.
 fn reshape_reshape(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
-    let Op::Reshape { shape } = op(eg, s, "?r2")? else { return None };
+    let Op::Reshape { shape } = op(eg, s, "?r2")? else {
+        return None;
+    };
     let x = v(s, "?x");
     if ty(eg, x)?.shape == shape {
         return Some(x);
@@ -295,14 +378,18 @@ fn reshape_identity(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
 }
 
 fn transpose_identity(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
-    let Op::Transpose { perm } = op(eg, s, "?t")? else { return None };
+    let Op::Transpose { perm } = op(eg, s, "?t")? else {
+        return None;
+    };
     let x = v(s, "?x");
     (perm.iter().enumerate().all(|(i, &p)| i == p) && same_type(eg, c, x)).then_some(x)
 }
 
 /// x·1 → x, x + 0 → x (constant identity elements of the same shape).
 fn drop_identity(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
-    let Op::Binary(b) = op(eg, s, "?o")? else { return None };
+    let Op::Binary(b) = op(eg, s, "?o")? else {
+        return None;
+    };
     let k = value(eg, v(s, "?k"))?;
     let unit = match b {
         BinaryOp::Mul | BinaryOp::Div => 1.0,
@@ -314,6 +401,66 @@ fn drop_identity(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     }
     let x = v(s, "?x");
     same_type(eg, c, x).then_some(x)
+}
+
+/// Builds the fused attention for scores = scale·(q·kt) [+ mask], output
+/// softmax(scores)·v (the op takes kᵀ as the graph already has it).
+fn fuse_attention(
+    eg: &mut EG,
+    c: Id,
+    q: Id,
+    kt: Id,
+    v: Id,
+    mask: Option<Id>,
+    scale: f32,
+) -> Option<Id> {
+    let r = ty(eg, q)?.rank();
+    if r < 3 || ty(eg, kt)?.rank() != r || ty(eg, v)?.rank() != r {
+        return None;
+    }
+    let mut args = vec![q, kt, v];
+    args.extend(mask);
+    let new = add_op(
+        eg,
+        &Op::Attention {
+            scale: scale.into(),
+            causal: false,
+            softcap: 0.0.into(),
+        },
+        &args,
+    );
+    same_type(eg, c, new).then_some(new)
+}
+
+fn softmax_last(eg: &EG, s: &Subst) -> bool {
+    let Some(Op::Softmax { axis, log: false }) = op(eg, s, "?sm") else {
+        return false;
+    };
+    ty(eg, v(s, "?v")).is_some_and(|t| axis + 1 == t.rank())
+}
+
+/// matmul(softmax(matmul(q, kt)·s), v) and its scale/mask variants → attention.
+fn attention_rule(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    if !softmax_last(eg, s) {
+        return None;
+    }
+    let var = |n: &str| s.get(n.parse().ok()?).copied();
+    let mut scale = 1.0f32;
+    if let Some(sc) = var("?s") {
+        let x = scalar(eg, sc)?;
+        // ?div marks the division form (scores / √d).
+        scale = if var("?isdiv").is_some() { 1.0 / x } else { x };
+    }
+    if let (Some(a), Some(b)) = (var("?s1"), var("?s2")) {
+        scale = scalar(eg, a)? * scalar(eg, b)?;
+    }
+    let mask = var("?mask");
+    if let Some(m) = mask {
+        if ty(eg, m)?.dtype != crate::ir::DType::F32 {
+            return None;
+        }
+    }
+    fuse_attention(eg, c, var("?q")?, var("?kt")?, var("?v")?, mask, scale)
 }
 
 /// All rules, in a fixed order (saturation is deterministic for a given model).
@@ -347,6 +494,15 @@ pub fn rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
         rule("conv-add", "(add ?m ?cv ?t)", conv_add_any),
         // matmul(x, W) + b → gemm with bias epilogue
         rule("matmul-bias", "(add ?a (matmul ?mm ?x ?w) ?b)", matmul_bias),
+        // softmax(scale·q·kᵀ [+ mask])·v → attention(q, k, v [, mask]): every form exporters emit
+        rule("attention", "(matmul ?m2 (softmax ?sm (matmul ?m1 ?q ?kt)) ?v)", attention_rule),
+        rule("attention-mul", "(matmul ?m2 (softmax ?sm (mul ?ml (matmul ?m1 ?q ?kt) ?s)) ?v)", attention_rule),
+        rule("attention-div", "(matmul ?m2 (softmax ?sm (div ?isdiv (matmul ?m1 ?q ?kt) ?s)) ?v)", attention_rule),
+        rule("attention-mask", "(matmul ?m2 (softmax ?sm (add ?ad (matmul ?m1 ?q ?kt) ?mask)) ?v)", attention_rule),
+        rule("attention-mul-mask", "(matmul ?m2 (softmax ?sm (add ?ad (mul ?ml (matmul ?m1 ?q ?kt) ?s) ?mask)) ?v)", attention_rule),
+        rule("attention-div-mask", "(matmul ?m2 (softmax ?sm (add ?ad (div ?isdiv (matmul ?m1 ?q ?kt) ?s) ?mask)) ?v)", attention_rule),
+        // PyTorch ≥ 2.1 scales both operands by √scale
+        rule("attention-split-scale", "(matmul ?m2 (softmax ?sm (matmul ?m1 (mul ?mq ?q ?s1) (mul ?mk ?kt ?s2))) ?v)", attention_rule),
         rule("transpose-transpose", "(transpose ?t2 (transpose ?t1 ?x))", transpose_transpose),
         rule("transpose-identity", "(transpose ?t ?x)", transpose_identity),
         rule("reshape-reshape", "(reshape ?r2 (reshape ?r1 ?x))", reshape_reshape),
@@ -359,7 +515,12 @@ pub fn rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
 }
 
 /// Finds a conv node (with or without bias) in class ?cv and delegates.
-fn with_conv(eg: &mut EG, c: Id, s: &Subst, f: fn(&mut EG, Id, &Subst) -> Option<Id>) -> Option<Id> {
+fn with_conv(
+    eg: &mut EG,
+    c: Id,
+    s: &Subst,
+    f: fn(&mut EG, Id, &Subst) -> Option<Id>,
+) -> Option<Id> {
     let cv = v(s, "?cv");
     let convs: Vec<Vec<Id>> = eg[cv]
         .nodes

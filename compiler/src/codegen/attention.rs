@@ -1,0 +1,330 @@
+//! Fused attention, FlashAttention-style: for each block of query rows,
+//! stream over blocks of keys. Per key block the scores S = scale·Q·Kᵀ come
+//! from the GEMM kernel into a small scratch tile, an online softmax keeps a
+//! running max `m` and sum `l` per row (rescaling the output rows when the
+//! max grows), and O += P·V is a second GEMM accumulating into the output.
+//! Scratch is one MQ×BK tile plus three MQ vectors — never Lq×Lk.
+
+use super::gemm::{self, Bias, GemmSpec, Strides};
+use super::kb::{Kb, VF};
+use super::math;
+use crate::ir::UnaryOp;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::F32;
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+/// Query rows per block and keys per block.
+pub const MQ: usize = 32;
+pub const BK: usize = 128;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttnGeom {
+    /// q's batch dims (all but the last two) and k/v's.
+    pub q_batch: Vec<usize>,
+    pub kv_batch: Vec<usize>,
+    pub lq: usize,
+    pub lk: usize,
+    pub d: usize,
+    pub dv: usize,
+    pub scale: f32,
+    pub causal: bool,
+    pub softcap: f32,
+    /// Element strides of the mask broadcast to [batch…, Lq, Lk].
+    pub mask_strides: Option<Vec<usize>>,
+}
+
+impl AttnGeom {
+    fn mq(&self) -> usize {
+        MQ.min(self.lq.max(1))
+    }
+    fn bk(&self) -> usize {
+        BK.min(self.lk.max(1))
+    }
+    pub fn scratch_bytes(&self) -> usize {
+        4 * (self.mq() * self.bk() + 3 * self.mq())
+    }
+}
+
+/// Pointers for one (batch, head).
+#[derive(Clone, Copy)]
+struct Head {
+    q: Value,
+    kt: Value,
+    v: Value,
+    mask: Option<Value>,
+    out: Value,
+}
+
+pub fn emit(
+    k: &mut Kb,
+    g: &AttnGeom,
+    q: Value,
+    kt: Value,
+    v: Value,
+    mask: Option<Value>,
+    out: Value,
+    scratch: Value,
+) {
+    batch_level(
+        k,
+        g,
+        0,
+        Head {
+            q,
+            kt,
+            v,
+            mask,
+            out,
+        },
+        scratch,
+    );
+}
+
+fn batch_level(k: &mut Kb, g: &AttnGeom, lv: usize, h: Head, scratch: Value) {
+    if lv == g.q_batch.len() {
+        return head(k, g, h, scratch);
+    }
+    let inner_q: usize = g.q_batch[lv + 1..].iter().product();
+    let inner_kv: usize = g.kv_batch[lv + 1..].iter().product();
+    let (nq, nkv) = (g.q_batch[lv], g.kv_batch[lv]);
+    k.for_range(0, nq as i64, 1, |k, i| {
+        let q = k.index(h.q, i, (4 * inner_q * g.lq * g.d) as i64);
+        let out = k.index(h.out, i, (4 * inner_q * g.lq * g.dv) as i64);
+        // k/v index: same, broadcast, or grouped heads (i / group).
+        let ki = if nkv == nq {
+            Some(i)
+        } else if nkv == 1 {
+            None
+        } else {
+            Some(k.b.ins().udiv_imm_u(i, (nq / nkv) as i64))
+        };
+        let (kt, v) = match ki {
+            Some(ki) => (
+                k.index(h.kt, ki, (4 * inner_kv * g.d * g.lk) as i64),
+                k.index(h.v, ki, (4 * inner_kv * g.lk * g.dv) as i64),
+            ),
+            None => (h.kt, h.v),
+        };
+        let mask = match (h.mask, &g.mask_strides) {
+            (Some(m), Some(ms)) if ms[lv] != 0 => Some(k.index(m, i, 4 * ms[lv] as i64)),
+            _ => h.mask,
+        };
+        batch_level(
+            k,
+            g,
+            lv + 1,
+            Head {
+                q,
+                kt,
+                v,
+                mask,
+                out,
+            },
+            scratch,
+        );
+    });
+}
+
+fn head(k: &mut Kb, g: &AttnGeom, h: Head, scratch: Value) {
+    let mq = g.mq();
+    let full = g.lq / mq * mq;
+    k.for_range(0, full as i64, mq as i64, |k, i0| {
+        query_block(k, g, h, scratch, i0, mq)
+    });
+    if g.lq > full {
+        let i0 = k.iconst(full as i64);
+        query_block(k, g, h, scratch, i0, g.lq - full);
+    }
+}
+
+/// Query rows i0..i0+rows against all keys.
+fn query_block(k: &mut Kb, g: &AttnGeom, h: Head, scratch: Value, i0: Value, rows: usize) {
+    let bk = g.bk();
+    let s_tile = scratch;
+    let m_vec = k.offset(scratch, (4 * g.mq() * bk) as i64);
+    let l_vec = k.offset(m_vec, (4 * g.mq()) as i64);
+    let c_vec = k.offset(l_vec, (4 * g.mq()) as i64);
+    let q = k.index(h.q, i0, (4 * g.d) as i64);
+    let o = k.index(h.out, i0, (4 * g.dv) as i64);
+    super::movement::fill_f32(k, o, rows * g.dv, 0.0);
+    super::movement::fill_f32(k, m_vec, rows, f32::NEG_INFINITY);
+    super::movement::fill_f32(k, l_vec, rows, 0.0);
+    let full = g.lk / bk * bk;
+    let blk = |k: &mut Kb, j0: Value, n: usize| {
+        key_block(
+            k,
+            g,
+            h,
+            [s_tile, m_vec, l_vec, c_vec],
+            q,
+            o,
+            i0,
+            rows,
+            j0,
+            n,
+        )
+    };
+    k.for_range(0, full as i64, bk as i64, |k, j0| blk(k, j0, bk));
+    if g.lk > full {
+        let j0 = k.iconst(full as i64);
+        blk(k, j0, g.lk - full);
+    }
+    // O /= l
+    k.for_range(0, rows as i64, 1, |k, r| {
+        let l = k.load_at(F32, l_vec, r);
+        let one = k.fconst(1.0);
+        let inv = k.div(one, l);
+        let invv = k.splat(inv);
+        let orow = k.index(o, r, (4 * g.dv) as i64);
+        k.for_lanes(g.dv, |k, c, ty| {
+            let x = k.load_at(ty, orow, c);
+            let s = if ty == VF { invv } else { inv };
+            let y = k.mul(x, s);
+            k.store_at(y, orow, c);
+        });
+    });
+}
+
+/// Keys j0..j0+n for query rows i0..i0+rows.
+#[allow(clippy::too_many_arguments)]
+fn key_block(
+    k: &mut Kb,
+    g: &AttnGeom,
+    h: Head,
+    sc: [Value; 4],
+    q: Value,
+    o: Value,
+    i0: Value,
+    rows: usize,
+    j0: Value,
+    n: usize,
+) {
+    let [s_tile, m_vec, l_vec, c_vec] = sc;
+    let bk = g.bk();
+    let r = g.q_batch.len();
+    // S = scale · Q[rows, D] · Kᵀ[D, j0..j0+n]
+    let spec = GemmSpec {
+        m: rows,
+        n,
+        k: g.d,
+        a: Strides { row: g.d, col: 1 },
+        b_row: g.lk,
+        c_row: bk,
+        alpha: g.scale,
+        bias: None,
+        relu: false,
+    };
+    let ktb = k.index(h.kt, j0, 4);
+    gemm::emit(k, &spec, q, ktb, s_tile, None);
+    // Per row: softcap, mask, causal; then the online softmax update.
+    k.for_range(0, rows as i64, 1, |k, rr| {
+        let srow = k.index(s_tile, rr, (4 * bk) as i64);
+        let i = k.b.ins().iadd(i0, rr);
+        if g.softcap > 0.0 || h.mask.is_some() || g.causal {
+            let mrow = match (h.mask, &g.mask_strides) {
+                (Some(m), Some(ms)) => {
+                    let mr = k.index(m, i, 4 * ms[r] as i64);
+                    Some((k.index(mr, j0, 4 * ms[r + 1] as i64), ms[r + 1]))
+                }
+                _ => None,
+            };
+            k.for_range(0, n as i64, 1, |k, jj| {
+                let mut s = k.load_at(F32, srow, jj);
+                if g.softcap > 0.0 {
+                    let c = k.fconst(g.softcap);
+                    let t = k.div(s, c);
+                    let t = math::unary(k, UnaryOp::Tanh, t);
+                    s = k.mul(t, c);
+                }
+                if let Some((mp, mstride)) = mrow {
+                    let p = k.index(mp, jj, 4 * mstride as i64);
+                    let mv = k.load(F32, p, 0);
+                    s = k.add(s, mv);
+                }
+                if g.causal {
+                    // key j is visible to query i when j <= i + (Lk − Lq)
+                    let j = k.b.ins().iadd(j0, jj);
+                    let lim = k.b.ins().iadd_imm_s(i, g.lk as i64 - g.lq as i64);
+                    let hidden = k.b.ins().icmp(IntCC::SignedGreaterThan, j, lim);
+                    let ninf = k.fconst(f32::NEG_INFINITY);
+                    s = k.b.ins().select(hidden, ninf, s);
+                }
+                k.store_at(s, srow, jj);
+            });
+        }
+        // Row max of this block, new running max, correction factor.
+        let ninf = k.fconst(f32::NEG_INFINITY);
+        let nv = k.splat(ninf);
+        let bmv = k.var(VF, nv);
+        let bms = k.var(F32, ninf);
+        k.for_lanes(n, |k, jj, ty| {
+            let s = k.load_at(ty, srow, jj);
+            let acc = if ty == VF { bmv } else { bms };
+            let a = k.get(acc);
+            let a = k.max(a, s);
+            k.set(acc, a);
+        });
+        let bv = k.get(bmv);
+        let bh = k.hreduce(bv, |k, a, b| k.max(a, b));
+        let bs = k.get(bms);
+        let bmax = k.max(bh, bs);
+        let m_old = k.load_at(F32, m_vec, rr);
+        let m_new = k.max(m_old, bmax);
+        // All keys so far masked: use 0 as the reference so no inf − inf appears.
+        let zero = k.fconst(0.0);
+        let m_safe = k.select_cmp(FloatCC::Equal, m_new, ninf, zero, m_new);
+        let d = k.sub(m_old, m_safe);
+        let corr = math::unary(k, UnaryOp::Exp, d);
+        k.store_at(m_new, m_vec, rr);
+        k.store_at(corr, c_vec, rr);
+        // P = exp(S − m), row sum into l.
+        let msv = k.splat(m_safe);
+        let zv = k.cst(VF, 0.0);
+        let sv = k.var(VF, zv);
+        let ss = k.var(F32, zero);
+        k.for_lanes(n, |k, jj, ty| {
+            let s = k.load_at(ty, srow, jj);
+            let mm = if ty == VF { msv } else { m_safe };
+            let t = k.sub(s, mm);
+            let e = math::unary(k, UnaryOp::Exp, t);
+            k.store_at(e, srow, jj);
+            let acc = if ty == VF { sv } else { ss };
+            let a = k.get(acc);
+            let a = k.add(a, e);
+            k.set(acc, a);
+        });
+        let svv = k.get(sv);
+        let sh = k.hreduce(svv, |k, a, b| k.add(a, b));
+        let sst = k.get(ss);
+        let bsum = k.add(sh, sst);
+        let l_old = k.load_at(F32, l_vec, rr);
+        let l_new = k.fma(l_old, corr, bsum);
+        k.store_at(l_new, l_vec, rr);
+        // O[row] *= corr
+        let orow = k.index(o, rr, (4 * g.dv) as i64);
+        let cv = k.splat(corr);
+        k.for_lanes(g.dv, |k, c, ty| {
+            let x = k.load_at(ty, orow, c);
+            let s = if ty == VF { cv } else { corr };
+            let y = k.mul(x, s);
+            k.store_at(y, orow, c);
+        });
+    });
+    // O += P[rows, n] · V[j0..j0+n, Dv]
+    let vb = k.index(h.v, j0, (4 * g.dv) as i64);
+    let spec = GemmSpec {
+        m: rows,
+        n: g.dv,
+        k: n,
+        a: Strides { row: bk, col: 1 },
+        b_row: g.dv,
+        c_row: g.dv,
+        alpha: 1.0,
+        bias: Some(Bias {
+            strides: Strides { row: g.dv, col: 1 },
+            beta: 1.0,
+        }),
+        relu: false,
+    };
+    gemm::emit(k, &spec, s_tile, vb, o, Some(o));
+}
