@@ -10,6 +10,7 @@ use super::kb::Kb;
 use super::movement;
 use super::pool::{self, PoolGeom};
 use super::reduce::{self, Affine, Orc};
+use super::typed;
 use crate::ir::{
     BinaryOp, DType, Graph, Op, PadMode, PoolKind, TensorType, UnaryOp, ValueId, ValueKind,
 };
@@ -28,6 +29,20 @@ fn float_binary(b: BinaryOp) -> bool {
     matches!(b, Add | Sub | Mul | Div | Pow | Max | Min)
 }
 
+/// Elementwise work outside the f32 vector kernels: int64/bool data, casts,
+/// `where`, and f32 fmod.
+fn use_typed(op: &Op, args: &[&TensorType], out: &TensorType) -> bool {
+    let all_f32 = args.iter().all(|t| t.dtype == DType::F32) && out.dtype == DType::F32;
+    let vector = all_f32
+        && match op {
+            Op::Unary(u) => *u != UnaryOp::Not,
+            Op::Binary(b) => float_binary(*b),
+            _ => false,
+        };
+    let types: Vec<DType> = args.iter().map(|t| t.dtype).collect();
+    !vector && typed::supports(op, &types, out.dtype)
+}
+
 /// Whether codegen can build this value's kernel; the error names what is
 /// missing so the CLI can refuse by name.
 pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
@@ -43,6 +58,9 @@ pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
             ))
         }
     };
+    if use_typed(op, &args, out) {
+        return Ok(());
+    }
     match op {
         Op::Unary(UnaryOp::Not) => Err("'not' on run-time bool data is not supported".into()),
         Op::Unary(u) => need_f32(u.name()),
@@ -206,6 +224,12 @@ pub fn emit(
     let y = g.ty(id);
     let esize = y.dtype.size();
     let zero = k.b.ins().iconst(I32, 0);
+    if use_typed(op, &args, y) {
+        let shapes: Vec<Vec<usize>> = args.iter().map(|t| t.shape.clone()).collect();
+        let types: Vec<DType> = args.iter().map(|t| t.dtype).collect();
+        typed::emit(k, op, &shapes, &types, &y.shape, y.dtype, a, out);
+        return zero;
+    }
     match op {
         Op::Unary(u) => {
             let l = Layout::new(&y.shape, &[args[0].shape.clone()]);

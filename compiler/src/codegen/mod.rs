@@ -17,6 +17,8 @@ mod movement;
 mod pool;
 mod reduce;
 pub mod target;
+pub mod x86;
+mod typed;
 
 use crate::ir::{Graph, ValueKind};
 use crate::lower::{Loc, Plan, Step, ALIGN};
@@ -60,6 +62,8 @@ pub struct Entry {
 
 pub struct Options {
     pub has_fma: bool,
+    /// Assembled x86-64 GEMM kernels at this level (`Target::gemm_level`).
+    pub gemm_level: Option<x86::Level>,
 }
 
 /// Defines the whole model in `m`.
@@ -95,6 +99,8 @@ pub fn define_model<M: Module>(
 
     // Kernels.
     let mut kernel_ids = Vec::new();
+    let tcfg = m.target_config();
+    let mut asm_state = x86::backend::AsmState::default();
     for (si, step) in plan.steps.iter().enumerate() {
         let (nargs, name) = match step {
             Step::Kernel { value, scratch } => {
@@ -125,7 +131,17 @@ pub fn define_model<M: Module>(
             b.switch_to_block(entry);
             b.seal_block(entry);
             let params = b.block_params(entry).to_vec();
-            let mut k = Kb::new(b, opts.has_fma);
+            let mut backend = opts.gemm_level.map(|level| x86::backend::ModuleBackend {
+                module: &mut *m,
+                state: &mut asm_state,
+                prefix,
+                level,
+            });
+            let mut k = Kb::new(b, opts.has_fma).with_asm(
+                backend
+                    .as_mut()
+                    .map(|b| b as &mut dyn x86::backend::GemmBackend),
+            );
             let st = match step {
                 Step::Kernel { value, scratch } => {
                     let n = params.len() - 1 - scratch.is_some() as usize;
@@ -139,7 +155,7 @@ pub fn define_model<M: Module>(
                 }
             };
             k.b.ins().return_(&[st]);
-            k.b.finalize(m.target_config());
+            k.b.finalize(tcfg);
         }
         if std::env::var_os("NNC_DUMP_CLIF").is_some() {
             eprintln!("{}", ctx.func.display());
