@@ -384,3 +384,46 @@ pub fn normalize(
         });
     });
 }
+
+/// Index of the maximum along the middle axis (i64 result). NaN counts as
+/// the largest value (numpy); ties go to the first index, or the last with
+/// `select_last`.
+pub fn argmax(k: &mut Kb, v: Orc, select_last: bool, x: Value, y: Value) {
+    use cranelift_codegen::ir::condcodes::FloatCC;
+    use cranelift_codegen::ir::types::I64;
+    k.for_range(0, v.outer as i64, 1, |k, o| {
+        let xo = k.index(x, o, (4 * v.r * v.inner) as i64);
+        let yo = k.index(y, o, (8 * v.inner) as i64);
+        k.for_range(0, v.inner as i64, 1, |k, j| {
+            let base = k.index(xo, j, 4);
+            let first = k.load(F32, base, 0);
+            let best = k.var(F32, first);
+            let zero = k.iconst(0);
+            let bi = k.var(I64, zero);
+            k.for_range(1, v.r as i64, 1, |k, i| {
+                let p = k.index(base, i, (4 * v.inner) as i64);
+                let xv = k.load(F32, p, 0);
+                let cur = k.get(best);
+                let cc = if select_last { FloatCC::GreaterThanOrEqual } else { FloatCC::GreaterThan };
+                let gt = k.b.ins().fcmp(cc, xv, cur);
+                // NaN wins over numbers; among NaNs the first (or last) one.
+                let x_nan = k.b.ins().fcmp(FloatCC::Unordered, xv, xv);
+                let c_nan = k.b.ins().fcmp(FloatCC::Unordered, cur, cur);
+                let not_c_nan = k.b.ins().bxor_imm_u(c_nan, 1);
+                let nan_first = k.b.ins().band(x_nan, not_c_nan);
+                let nan_last = if select_last { k.b.ins().band(x_nan, c_nan) } else { k.b.ins().iconst(cranelift_codegen::ir::types::I8, 0) };
+                let num_ok = k.b.ins().band(gt, not_c_nan);
+                let take = k.b.ins().bor(num_ok, nan_first);
+                let take = k.b.ins().bor(take, nan_last);
+                let nb = k.b.ins().select(take, xv, cur);
+                k.set(best, nb);
+                let ci = k.get(bi);
+                let ni = k.b.ins().select(take, i, ci);
+                k.set(bi, ni);
+            });
+            let r = k.get(bi);
+            let q = k.index(yo, j, 8);
+            k.store(r, q, 0);
+        });
+    });
+}
