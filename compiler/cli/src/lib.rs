@@ -2,12 +2,21 @@
 //! in-memory models with the JIT. Both give an [`nnc_runtime::Model`], so
 //! code that runs models does not care how they were built.
 //!
-//! ```no_run
-//! let opts = nnc::Options::default();
-//! let model = nnc::jit::compile_file("examples/mnist_cnn.onnx", &opts)?;
+//! ```
+//! # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/mnist_cnn.onnx");
+//! // JIT-compile the bundled MNIST CNN (`path` is examples/mnist_cnn.onnx) and run it.
+//! let model = nnc::jit::compile_file(path, &nnc::Options::default())?;
 //! let input = nnc::Tensor::from_f32(&[1, 1, 28, 28], vec![0.5; 784])?;
 //! let outputs = model.run(&[input])?;
-//! println!("{:?}", outputs[0].as_f32());
+//! let probs = outputs[0].as_f32().unwrap();
+//! assert_eq!(probs.len(), 10);
+//! assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+//!
+//! // The same model as a shared library + header, loaded back with dlopen.
+//! let out = std::env::temp_dir().join("nnc_doc_mnist.so");
+//! nnc::compile_file(path, &out, None, false, &nnc::Options::default())?;
+//! let lib = nnc::Model::load(&out)?;
+//! assert_eq!(lib.info().outputs[0].shape, vec![1, 10]);
 //! # Ok::<(), nnc::Error>(())
 //! ```
 
