@@ -21,6 +21,10 @@ if [[ -z "${NNC_SKIP_LINT:-}" ]]; then
     cargo clippy --release --workspace --all-targets -- -D warnings
 fi
 
+step "generate test models (.cache/models)"
+mkdir -p .cache/models
+"$PY" tests/models/make_models.py .cache/models >/dev/null
+
 step "unit, kernel and integration tests"
 cargo test --release --workspace
 
@@ -34,9 +38,13 @@ make -s -C examples/c run MODEL=../mnist_cnn
 step "Rust example"
 target/release/nnc-example examples/c/build/model.so 1
 
-if [[ -d tests/conformance && -f tests/conformance/run.py ]]; then
-    step "ONNX node-test conformance"
-    "$PY" tests/conformance/fetch_suite.py
-    "$PY" tests/conformance/run.py --nnc target/release/nnc
+step "ONNX node-test conformance (fails on any regression of tests/conformance/expected_pass.txt)"
+"$PY" tests/conformance/fetch_suite.py
+"$PY" tests/conformance/run.py --nnc target/release/nnc
+
+if [[ -z "${NNC_SKIP_AARCH64:-}" ]]; then
+    step "AArch64: cross-compile and run under qemu (tests/aarch64)"
+    scripts/cross-env.sh >/dev/null
+    PY="$PY" tests/aarch64/run.sh target/release/nnc
 fi
 step "all tests passed"

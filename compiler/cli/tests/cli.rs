@@ -148,3 +148,52 @@ fn run_writes_npy_outputs() {
     assert!(s.contains("top-5"), "{s}");
     assert!(dir.join("probs.npy").exists());
 }
+
+/// Every bundled example and every generated model-test model (when
+/// `tests/models/make_models.py` has filled `.cache/models`, as
+/// scripts/test.sh does first): the JIT and the .so give bit-identical
+/// outputs on the same random inputs.
+#[test]
+fn jit_and_library_agree_on_every_model() {
+    let mut models: Vec<(PathBuf, Vec<(String, Vec<usize>)>)> = vec![
+        (root().join("examples/mnist_cnn.onnx"), vec![]),
+        (root().join("examples/attention.onnx"), vec![("x".into(), vec![16, 1, 64])]),
+    ];
+    let cache = root().join(".cache/models");
+    if let Ok(rd) = std::fs::read_dir(&cache) {
+        let mut extra: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "onnx")).collect();
+        extra.sort();
+        models.extend(extra.into_iter().map(|p| (p, vec![])));
+    } else {
+        eprintln!("note: {} is absent; checking the bundled examples only", cache.display());
+    }
+    for (model, shapes) in models {
+        let opts = nnc::Options { input_shapes: shapes, ..Default::default() };
+        let out = tmp(&format!("agree_{}.so", model.file_stem().unwrap().to_string_lossy()));
+        nnc::compile_file(&model, &out, None, false, &opts).unwrap();
+        let lib = nnc::Model::load(&out).unwrap();
+        let jit = nnc::jit::compile_file(&model, &opts).unwrap();
+        let mut seed = 0x1234_5678_u64;
+        let inputs: Vec<nnc::Tensor> = lib
+            .info()
+            .inputs
+            .iter()
+            .map(|ti| {
+                let data: Vec<f32> = (0..ti.numel())
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        ((seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+                    })
+                    .collect();
+                nnc::Tensor::from_f32(&ti.shape, data).unwrap()
+            })
+            .collect();
+        let a = lib.run(&inputs).unwrap();
+        let b = jit.run(&inputs).unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            let (x, y) = (x.as_f32().unwrap(), y.as_f32().unwrap());
+            assert!(x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()), "{}: JIT and .so differ", model.display());
+        }
+        eprintln!("{}: JIT == .so ({} outputs)", model.display(), a.len());
+    }
+}
