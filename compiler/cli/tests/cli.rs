@@ -155,7 +155,8 @@ fn run_writes_npy_outputs() {
 /// outputs on the same random inputs.
 #[test]
 fn jit_and_library_agree_on_every_model() {
-    let mut models: Vec<(PathBuf, Vec<(String, Vec<usize>)>)> = vec![
+    type Shapes = Vec<(String, Vec<usize>)>;
+    let mut models: Vec<(PathBuf, Shapes)> = vec![
         (root().join("examples/mnist_cnn.onnx"), vec![]),
         (root().join("examples/attention.onnx"), vec![("x".into(), vec![16, 1, 64])]),
     ];

@@ -55,6 +55,7 @@ struct Head {
     out: Value,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn emit(
     k: &mut Kb,
     g: &AttnGeom,

@@ -40,6 +40,7 @@ pub fn supports(op: &Op, ins: &[DType], out: DType) -> bool {
 }
 
 /// Emits `out = op(ins…)` elementwise with broadcasting.
+#[allow(clippy::too_many_arguments)]
 pub fn emit(k: &mut Kb, op: &Op, in_shapes: &[Vec<usize>], in_types: &[DType], out_shape: &[usize], out_type: DType, ins: &[Value], out: Value) {
     let l = Layout::new(out_shape, in_shapes);
     level(k, op, &l, 0, in_types, out_type, ins, out);

@@ -911,7 +911,7 @@ pub fn attention_shape(
                 "attention: k and v batch dims differ: {k:?} vs {v:?}"
             ));
         }
-        let grouped = i == r - 3 && k[i] != 0 && q[i] % k[i] == 0;
+        let grouped = i == r - 3 && k[i] != 0 && q[i].is_multiple_of(k[i]);
         if k[i] != q[i] && k[i] != 1 && !grouped {
             return Err(format!(
                 "attention: batch dim {i} of k ({}) neither matches q ({}) nor divides it",
