@@ -2,7 +2,9 @@
 //! value map, node-aware input access, and constant folding.
 
 use crate::node::{Node, Result};
-use nnc_compiler::ir::{eval, BinaryOp, DType, Graph, Op, Tensor, TensorData, TensorType, ValueId, ValueKind};
+use nnc_compiler::ir::{
+    eval, BinaryOp, DType, Graph, Op, Tensor, TensorData, TensorType, ValueId, ValueKind,
+};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +26,11 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub fn new(name: &str, base_dir: Option<&'a Path>) -> Self {
-        Ctx { g: Graph::new(name), vals: HashMap::new(), base_dir }
+        Ctx {
+            g: Graph::new(name),
+            vals: HashMap::new(),
+            base_dir,
+        }
     }
 
     /// Binds an ONNX value name.
@@ -60,37 +66,55 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn input(&self, n: &Node, i: usize) -> Result<ValueId> {
-        self.opt_input(n, i)?.ok_or_else(|| n.err(format!("required input {i} is missing")))
+        self.opt_input(n, i)?
+            .ok_or_else(|| n.err(format!("required input {i} is missing")))
     }
 
     /// Number of inputs, counting skipped ones up to the last present one.
     pub fn num_inputs(&self, n: &Node) -> usize {
-        n.p.input.iter().rposition(|s| !s.is_empty()).map_or(0, |i| i + 1)
+        n.p.input
+            .iter()
+            .rposition(|s| !s.is_empty())
+            .map_or(0, |i| i + 1)
     }
 
     /// Value-dependent inputs (shapes, axes, sizes) must be known at compile
     /// time, since the IR is statically shaped.
     pub fn const_input(&self, n: &Node, i: usize, what: &str) -> Result<Option<Arc<Tensor>>> {
-        let Some(id) = self.opt_input(n, i)? else { return Ok(None) };
+        let Some(id) = self.opt_input(n, i)? else {
+            return Ok(None);
+        };
         match self.as_const(id) {
             Some(t) => Ok(Some(t)),
-            None => Err(n.err(format!("input '{what}' is computed at run time; nnc needs it constant"))),
+            None => Err(n.err(format!(
+                "input '{what}' is computed at run time; nnc needs it constant"
+            ))),
         }
     }
 
     /// A constant integer input as a flat list.
     pub fn const_ints(&self, n: &Node, i: usize, what: &str) -> Result<Option<Vec<i64>>> {
-        let Some(t) = self.const_input(n, i, what)? else { return Ok(None) };
-        t.to_i64_vec()
-            .map(Some)
-            .ok_or_else(|| n.err(format!("input '{what}' must be an integer tensor, got {}", t.dtype())))
+        let Some(t) = self.const_input(n, i, what)? else {
+            return Ok(None);
+        };
+        t.to_i64_vec().map(Some).ok_or_else(|| {
+            n.err(format!(
+                "input '{what}' must be an integer tensor, got {}",
+                t.dtype()
+            ))
+        })
     }
 
     /// A constant scalar (or one-element) input as f64, whatever its dtype.
     pub fn const_scalar(&self, n: &Node, i: usize, what: &str) -> Result<Option<f64>> {
-        let Some(t) = self.const_input(n, i, what)? else { return Ok(None) };
+        let Some(t) = self.const_input(n, i, what)? else {
+            return Ok(None);
+        };
         if t.numel() != 1 {
-            return Err(n.err(format!("input '{what}' must have one element, has shape {:?}", t.shape)));
+            return Err(n.err(format!(
+                "input '{what}' must have one element, has shape {:?}",
+                t.shape
+            )));
         }
         Ok(Some(match &t.data {
             TensorData::F32(v) => v[0] as f64,
@@ -102,7 +126,10 @@ impl<'a> Ctx<'a> {
     /// Adds `op(args)` for node `n`, folding it if every argument is constant.
     pub fn op(&mut self, n: &Node, op: Op, args: &[ValueId]) -> Result<ValueId> {
         let name = format!("{}/{}", n.output_name(0), op.name());
-        let id = self.g.add_op(name, op, args).map_err(|e| n.err(e.0))?;
+        let id = self
+            .g
+            .add_op(name, op, args)
+            .map_err(|e| n.err(dedupe_prefix(e.0)))?;
         self.g.set_origin(id, n.origin());
         self.try_fold(id);
         Ok(id)
@@ -133,20 +160,34 @@ impl<'a> Ctx<'a> {
             DType::I64 => TensorData::I64(vec![v as i64]),
             DType::Bool => TensorData::Bool(vec![v != 0.0]),
         };
-        self.constant(n, Tensor { shape: vec![], data })
+        self.constant(
+            n,
+            Tensor {
+                shape: vec![],
+                data,
+            },
+        )
     }
 
     /// Replaces an op with all-constant operands by its value. The evaluator
     /// may not cover every op; then the op simply stays.
     fn try_fold(&mut self, id: ValueId) {
-        let ValueKind::Op { op, args } = &self.g.value(id).kind else { return };
-        let Some(consts) = args.iter().map(|&a| self.g.as_const(a).cloned()).collect::<Option<Vec<_>>>() else {
+        let ValueKind::Op { op, args } = &self.g.value(id).kind else {
+            return;
+        };
+        let Some(consts) = args
+            .iter()
+            .map(|&a| self.g.as_const(a).cloned())
+            .collect::<Option<Vec<_>>>()
+        else {
             return;
         };
         let ty = self.g.ty(id);
         let out_bytes = ty.bytes();
         let in_bytes: usize = consts.iter().map(|t| t.ty().bytes()).sum();
-        if out_bytes > FOLD_MAX_BYTES || (out_bytes > FOLD_FREE_BYTES && out_bytes > FOLD_GROWTH * in_bytes) {
+        if out_bytes > FOLD_MAX_BYTES
+            || (out_bytes > FOLD_FREE_BYTES && out_bytes > FOLD_GROWTH * in_bytes)
+        {
             return;
         }
         let refs: Vec<&Tensor> = consts.iter().map(|t| &**t).collect();
@@ -155,5 +196,16 @@ impl<'a> Ctx<'a> {
                 self.g.values[id.index()].kind = ValueKind::Const(Arc::new(t));
             }
         }
+    }
+}
+
+/// `add_op` prefixes the op name, which some inference messages already
+/// start with ("xor: xor: ..."); keep one.
+fn dedupe_prefix(msg: String) -> String {
+    match msg.split_once(": ") {
+        Some((head, rest)) if rest.starts_with(head) && rest[head.len()..].starts_with(": ") => {
+            rest.to_string()
+        }
+        _ => msg,
     }
 }

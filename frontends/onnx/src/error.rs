@@ -5,18 +5,25 @@ use std::fmt;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{file}: truncated or invalid protobuf: {msg}")]
     Protobuf { file: String, msg: String },
     /// A problem with the model as a whole (versions, inputs, outputs, names).
     #[error("{0}")]
     Model(String),
     /// A problem with one initializer or constant tensor.
-    #[error("tensor \"{name}\": {msg}")]
+    #[error("tensor {name:?}: {msg}")]
     Tensor { name: String, msg: String },
     /// A problem with one node; `node` is its name or `#<index>`.
-    #[error("node \"{node}\" ({op}): {msg}")]
-    Node { node: String, op: String, msg: String },
+    #[error("node {node:?} ({}): {msg}", esc(op))]
+    Node {
+        node: String,
+        op: String,
+        msg: String,
+    },
     /// Every node nnc cannot translate, all at once, so users see the full
     /// list of what their model needs.
     #[error("{0}")]
@@ -24,6 +31,12 @@ pub enum Error {
     /// Inputs whose dims the model leaves open and the options do not fix.
     #[error("{}", fmt_symbolic(.0))]
     SymbolicDims(Vec<SymbolicInput>),
+}
+
+/// Escapes control characters (and quotes) so names taken from a model can
+/// neither break a one-line message nor drive the terminal.
+pub(crate) fn esc(s: &str) -> String {
+    s.escape_debug().to_string()
 }
 
 /// Unsupported nodes, grouped by op type and by foreign domain.
@@ -45,7 +58,11 @@ impl Unsupported {
 const LIST_MAX: usize = 5;
 
 fn quoted_list(items: &[String]) -> String {
-    let mut s: Vec<String> = items.iter().take(LIST_MAX).map(|n| format!("{n:?}")).collect();
+    let mut s: Vec<String> = items
+        .iter()
+        .take(LIST_MAX)
+        .map(|n| format!("{n:?}"))
+        .collect();
     if items.len() > LIST_MAX {
         s.push(format!("... {} more", items.len() - LIST_MAX));
     }
@@ -65,7 +82,10 @@ impl fmt::Display for Unsupported {
             parts.push(s);
         }
         for (domain, nodes) in &self.domains {
-            parts.push(format!("domain {domain:?} is not supported (used by {})", nodes_list(nodes)));
+            parts.push(format!(
+                "domain {domain:?} is not supported (used by {})",
+                nodes_list(nodes)
+            ));
         }
         f.write_str(&parts.join("; "))
     }
@@ -95,7 +115,8 @@ fn fmt_symbolic(inputs: &[SymbolicInput]) -> String {
         .map(|i| match &i.shape {
             None => format!(
                 "input {:?} has unknown rank; set its shape with --input-shape {}=D0,D1,...",
-                i.name, i.name
+                i.name,
+                esc(&i.name)
             ),
             Some(shape) => {
                 let template: Vec<String> = shape
@@ -106,8 +127,8 @@ fn fmt_symbolic(inputs: &[SymbolicInput]) -> String {
                 format!(
                     "input {:?} has symbolic dims [{}]; set them with --input-shape {}={}",
                     i.name,
-                    i.dims.join(", "),
-                    i.name,
+                    i.dims.iter().map(|d| esc(d)).collect::<Vec<_>>().join(", "),
+                    esc(&i.name),
                     template.join(",")
                 )
             }

@@ -61,7 +61,11 @@ pub fn load_model(path: &Path, opts: &Options) -> Result<Graph, Error> {
 
 /// Loads a model from memory. Without `base_dir`, tensors stored as external
 /// data are refused (there is nowhere safe to read them from).
-pub fn load_model_bytes(bytes: &[u8], base_dir: Option<&Path>, opts: &Options) -> Result<Graph, Error> {
+pub fn load_model_bytes(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+    opts: &Options,
+) -> Result<Graph, Error> {
     model::load(bytes, "model", base_dir, opts)
 }
 
@@ -90,7 +94,10 @@ pub fn supported_ops() -> Vec<&'static str> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn model_dir(path: &Path) -> &Path {

@@ -2,7 +2,7 @@
 //! node scheduling, outputs and final checks.
 
 use crate::builder::Ctx;
-use crate::error::{Error, SymbolicInput, Unsupported};
+use crate::error::{esc, Error, SymbolicInput, Unsupported};
 use crate::node::Node;
 use crate::ops;
 use crate::tensor::{const_dtype, dtype_name, from_proto};
@@ -19,17 +19,27 @@ type Result<T> = std::result::Result<T, Error>;
 
 /// IR version 3 introduced opset imports, which nnc needs to read semantics.
 const MIN_IR_VERSION: i64 = 3;
+/// The newest IR of a released ONNX (1.23). Later IR versions added only
+/// element types and fields that nnc refuses or ignores, so accepting all
+/// known ones is safe (onnx.helper stamps the newest by default); an unknown
+/// future one may change meaning and is refused, as onnxruntime does.
+const MAX_IR_VERSION: i64 = 14;
 
 fn model_err(msg: impl Into<String>) -> Error {
     Error::Model(msg.into())
 }
 
 fn parse(bytes: &[u8], file: &str) -> Result<ModelProto> {
-    let invalid = |msg: String| Error::Protobuf { file: file.into(), msg };
+    let invalid = |msg: String| Error::Protobuf {
+        file: file.into(),
+        msg,
+    };
     let m = ModelProto::parse_from_bytes(bytes).map_err(|e| invalid(e.to_string()))?;
     check_wire(bytes).map_err(invalid)?;
     if m.ir_version == 0 && m.graph.is_none() {
-        return Err(model_err(format!("{file}: not an ONNX model (no ir_version and no graph)")));
+        return Err(model_err(format!(
+            "{file}: not an ONNX model (no ir_version and no graph)"
+        )));
     }
     Ok(m)
 }
@@ -89,7 +99,9 @@ fn default_opset(m: &ModelProto) -> Result<i64> {
         .ok_or_else(|| model_err("the model imports no opset of the default domain"))?;
     let range = format!("({MIN_OPSET}..={MAX_OPSET})");
     if v > MAX_OPSET {
-        return Err(model_err(format!("opset {v} of the default domain is newer than nnc supports {range}")));
+        return Err(model_err(format!(
+            "opset {v} of the default domain is newer than nnc supports {range}"
+        )));
     }
     if v < MIN_OPSET {
         return Err(model_err(format!(
@@ -99,21 +111,34 @@ fn default_opset(m: &ModelProto) -> Result<i64> {
     Ok(v)
 }
 
-pub(crate) fn load(bytes: &[u8], file: &str, base_dir: Option<&Path>, opts: &Options) -> Result<Graph> {
+pub(crate) fn load(
+    bytes: &[u8],
+    file: &str,
+    base_dir: Option<&Path>,
+    opts: &Options,
+) -> Result<Graph> {
     let m = parse(bytes, file)?;
-    if m.ir_version < MIN_IR_VERSION {
+    let v = m.ir_version;
+    if !(MIN_IR_VERSION..=MAX_IR_VERSION).contains(&v) {
+        let age = if v < MIN_IR_VERSION { "older" } else { "newer" };
         return Err(model_err(format!(
-            "{file}: ir_version {} is older than nnc supports (>= {MIN_IR_VERSION})",
-            m.ir_version
+            "{file}: ir_version {v} is {age} than nnc supports ({MIN_IR_VERSION}..={MAX_IR_VERSION})"
         )));
     }
     let opset = default_opset(&m)?;
-    let gp = m.graph.as_ref().ok_or_else(|| model_err(format!("{file}: the model has no graph")))?;
+    let gp = m
+        .graph
+        .as_ref()
+        .ok_or_else(|| model_err(format!("{file}: the model has no graph")))?;
     build(gp, opset, base_dir, opts)
 }
 
 fn build(gp: &GraphProto, opset: i64, base_dir: Option<&Path>, opts: &Options) -> Result<Graph> {
-    let name = if gp.name.is_empty() { "main" } else { gp.name.as_str() };
+    let name = if gp.name.is_empty() {
+        "main"
+    } else {
+        gp.name.as_str()
+    };
     let mut ctx = Ctx::new(name, base_dir);
     let mut inits = Vec::with_capacity(gp.initializer.len());
     let mut init_names = HashSet::new();
@@ -122,14 +147,23 @@ fn build(gp: &GraphProto, opset: i64, base_dir: Option<&Path>, opts: &Options) -
             return Err(model_err(format!("initializer #{i} has no name")));
         }
         if !init_names.insert(t.name.as_str()) {
-            return Err(model_err(format!("initializer {:?} is defined twice", t.name)));
+            return Err(model_err(format!(
+                "initializer {:?} is defined twice",
+                t.name
+            )));
         }
-        let tensor = from_proto(t, base_dir).map_err(|msg| Error::Tensor { name: t.name.clone(), msg })?;
+        let tensor = from_proto(t, base_dir).map_err(|msg| Error::Tensor {
+            name: t.name.clone(),
+            msg,
+        })?;
         inits.push((t.name.as_str(), tensor));
     }
     if let Some(s) = gp.sparse_initializer.first() {
         let name = s.values.as_ref().map_or(String::new(), |v| v.name.clone());
-        return Err(Error::Tensor { name, msg: "sparse initializers are not supported".into() });
+        return Err(Error::Tensor {
+            name,
+            msg: "sparse initializers are not supported".into(),
+        });
     }
     // Inputs first, so they are %0, %1, ... in the IR text.
     add_inputs(&mut ctx, gp, &init_names, opts)?;
@@ -154,10 +188,16 @@ fn build(gp: &GraphProto, opset: i64, base_dir: Option<&Path>, opts: &Options) -
             return Err(model_err(format!("graph output #{k} has no name")));
         }
         if !seen.insert(o.name.as_str()) {
-            return Err(model_err(format!("graph output {:?} is listed twice", o.name)));
+            return Err(model_err(format!(
+                "graph output {:?} is listed twice",
+                o.name
+            )));
         }
         let id = ctx.lookup(&o.name).ok_or_else(|| {
-            model_err(format!("graph output {:?} is not produced by any node, initializer or input", o.name))
+            model_err(format!(
+                "graph output {:?} is not produced by any node, initializer or input",
+                o.name
+            ))
         })?;
         if let Some(code) = elem_type(o).filter(|&c| c != 0) {
             if DType::from_onnx(code) != Some(ctx.ty(id).dtype) {
@@ -172,7 +212,10 @@ fn build(gp: &GraphProto, opset: i64, base_dir: Option<&Path>, opts: &Options) -
         ctx.g.add_output(o.name.as_str(), id);
     }
     for vi in &gp.value_info {
-        let (Some(id), Some(code)) = (ctx.lookup(&vi.name), elem_type(vi).filter(|&c| c != 0)) else { continue };
+        let (Some(id), Some(code)) = (ctx.lookup(&vi.name), elem_type(vi).filter(|&c| c != 0))
+        else {
+            continue;
+        };
         if const_dtype(code) != Some(ctx.ty(id).dtype) {
             return Err(model_err(format!(
                 "value {:?} is declared {} in value_info, but nnc computes {}",
@@ -184,7 +227,11 @@ fn build(gp: &GraphProto, opset: i64, base_dir: Option<&Path>, opts: &Options) -
     }
     let mut g = ctx.g;
     g.remove_dead();
-    g.verify().map_err(|e| model_err(format!("internal error: the translated graph is invalid: {e}")))?;
+    g.verify().map_err(|e| {
+        model_err(format!(
+            "internal error: the translated graph is invalid: {e}"
+        ))
+    })?;
     Ok(g)
 }
 
@@ -197,13 +244,24 @@ fn elem_type(vi: &ValueInfoProto) -> Option<i32> {
 
 /// Adds the runtime inputs (graph inputs that are not initializers), fixing
 /// open dims from `--input-shape`; all inputs still open are reported at once.
-fn add_inputs(ctx: &mut Ctx<'_>, gp: &GraphProto, inits: &HashSet<&str>, opts: &Options) -> Result<()> {
-    let names: Vec<String> =
-        gp.input.iter().filter(|i| !inits.contains(i.name.as_str())).map(|i| format!("{:?}", i.name)).collect();
+fn add_inputs(
+    ctx: &mut Ctx<'_>,
+    gp: &GraphProto,
+    inits: &HashSet<&str>,
+    opts: &Options,
+) -> Result<()> {
+    let names: Vec<String> = gp
+        .input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .map(|i| format!("{:?}", i.name))
+        .collect();
     let mut given: HashMap<&str, &[usize]> = HashMap::new();
     for (name, dims) in &opts.input_shapes {
         if inits.contains(name.as_str()) {
-            return Err(model_err(format!("--input-shape names {name:?}, which is a constant (initializer), not an input")));
+            return Err(model_err(format!(
+                "--input-shape names {name:?}, which is a constant (initializer), not an input"
+            )));
         }
         if !gp.input.iter().any(|i| i.name == *name) {
             return Err(model_err(format!(
@@ -212,7 +270,9 @@ fn add_inputs(ctx: &mut Ctx<'_>, gp: &GraphProto, inits: &HashSet<&str>, opts: &
             )));
         }
         if given.insert(name, dims).is_some() {
-            return Err(model_err(format!("--input-shape is given twice for {name:?}")));
+            return Err(model_err(format!(
+                "--input-shape is given twice for {name:?}"
+            )));
         }
     }
     let mut open = Vec::new();
@@ -231,7 +291,11 @@ fn add_inputs(ctx: &mut Ctx<'_>, gp: &GraphProto, inits: &HashSet<&str>, opts: &
         }
         let tt = match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
             Some(TypeValue::TensorType(t)) => t,
-            Some(_) => return Err(model_err(format!("input {name:?} is not a tensor (sequences, maps and optionals are not supported)"))),
+            Some(_) => {
+                return Err(model_err(format!(
+                "input {name:?} is not a tensor (sequences, maps and optionals are not supported)"
+            )))
+            }
             None => return Err(model_err(format!("input {name:?} has no type"))),
         };
         let dtype = DType::from_onnx(tt.elem_type).ok_or_else(|| {
@@ -254,22 +318,34 @@ fn add_inputs(ctx: &mut Ctx<'_>, gp: &GraphProto, inits: &HashSet<&str>, opts: &
         let shape = match (given.get(name), model) {
             (Some(user), None) => user.to_vec(),
             (Some(user), Some(m)) => {
-                let flag = format!("--input-shape {name}={}", join(user));
+                let flag = format!("--input-shape {}={}", esc(name), join(user));
                 if user.len() != m.len() {
-                    return Err(model_err(format!("{flag}: input {name:?} has rank {}", m.len())));
+                    return Err(model_err(format!(
+                        "{flag}: input {name:?} has rank {}",
+                        m.len()
+                    )));
                 }
                 for (i, (u, (d, _))) in user.iter().zip(&m).enumerate() {
                     if let Some(d) = d.filter(|d| d != u) {
-                        return Err(model_err(format!("{flag}: dim {i} of input {name:?} is fixed to {d} by the model")));
+                        return Err(model_err(format!(
+                            "{flag}: dim {i} of input {name:?} is fixed to {d} by the model"
+                        )));
                     }
                 }
                 user.to_vec()
             }
-            (None, Some(m)) if m.iter().all(|(d, _)| d.is_some()) => m.iter().filter_map(|(d, _)| *d).collect(),
+            (None, Some(m)) if m.iter().all(|(d, _)| d.is_some()) => {
+                m.iter().filter_map(|(d, _)| *d).collect()
+            }
             (None, m) => {
                 open.push(SymbolicInput {
                     name: name.to_string(),
-                    dims: m.iter().flatten().filter(|(d, _)| d.is_none()).map(|(_, l)| l.clone()).collect(),
+                    dims: m
+                        .iter()
+                        .flatten()
+                        .filter(|(d, _)| d.is_none())
+                        .map(|(_, l)| l.clone())
+                        .collect(),
                     shape: m.map(|m| m.into_iter().map(|(d, _)| d).collect()),
                 });
                 continue;
@@ -277,7 +353,9 @@ fn add_inputs(ctx: &mut Ctx<'_>, gp: &GraphProto, inits: &HashSet<&str>, opts: &
         };
         let ty = TensorType::new(dtype, shape);
         if ty.checked_bytes().is_none() {
-            return Err(model_err(format!("input {name:?} of type {ty} is too large")));
+            return Err(model_err(format!(
+                "input {name:?} of type {ty} is too large"
+            )));
         }
         ready.push((name, ty));
     }
@@ -292,7 +370,10 @@ fn add_inputs(ctx: &mut Ctx<'_>, gp: &GraphProto, inits: &HashSet<&str>, opts: &
 }
 
 fn join(dims: &[usize]) -> String {
-    dims.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+    dims.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The nodes the graph outputs depend on, in topological order (file order
@@ -303,15 +384,24 @@ fn schedule(gp: &GraphProto, ctx: &Ctx<'_>, opset: i64) -> Result<Vec<usize>> {
     for (i, p) in gp.node.iter().enumerate() {
         for o in p.output.iter().filter(|o| !o.is_empty()) {
             if ctx.lookup(o).is_some() {
-                return Err(node(i).err(format!("output {o:?} redefines an initializer or graph input")));
+                return Err(node(i).err(format!(
+                    "output {o:?} redefines an initializer or graph input"
+                )));
             }
             if let Some(j) = producer.insert(o, i) {
-                return Err(node(i).err(format!("output {o:?} is also produced by node {:?}", node(j).name)));
+                return Err(node(i).err(format!(
+                    "output {o:?} is also produced by node {:?}",
+                    node(j).name
+                )));
             }
         }
     }
     let mut live = vec![false; gp.node.len()];
-    let mut stack: Vec<usize> = gp.output.iter().filter_map(|o| producer.get(o.name.as_str()).copied()).collect();
+    let mut stack: Vec<usize> = gp
+        .output
+        .iter()
+        .filter_map(|o| producer.get(o.name.as_str()).copied())
+        .collect();
     while let Some(i) = stack.pop() {
         if std::mem::replace(&mut live[i], true) {
             continue;
@@ -321,7 +411,9 @@ fn schedule(gp: &GraphProto, ctx: &Ctx<'_>, opset: i64) -> Result<Vec<usize>> {
                 Some(&j) => stack.push(j),
                 None if ctx.lookup(inp).is_some() => {}
                 None => {
-                    return Err(node(i).err(format!("input {inp:?} is not defined by any node, initializer or graph input")))
+                    return Err(node(i).err(format!(
+                        "input {inp:?} is not defined by any node, initializer or graph input"
+                    )))
                 }
             }
         }
@@ -336,7 +428,10 @@ fn schedule(gp: &GraphProto, ctx: &Ctx<'_>, opset: i64) -> Result<Vec<usize>> {
             }
         }
     }
-    let mut ready: BinaryHeap<Reverse<usize>> = (0..gp.node.len()).filter(|&i| live[i] && pending[i] == 0).map(Reverse).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..gp.node.len())
+        .filter(|&i| live[i] && pending[i] == 0)
+        .map(Reverse)
+        .collect();
     let mut order = Vec::new();
     while let Some(Reverse(i)) = ready.pop() {
         order.push(i);
@@ -377,7 +472,13 @@ fn check_supported(gp: &GraphProto, order: &[usize]) -> Result<()> {
     }
 }
 
-fn build_node(ctx: &mut Ctx<'_>, gp: &GraphProto, i: usize, opset: i64, used: &HashSet<&str>) -> Result<()> {
+fn build_node(
+    ctx: &mut Ctx<'_>,
+    gp: &GraphProto,
+    i: usize,
+    opset: i64,
+    used: &HashSet<&str>,
+) -> Result<()> {
     let n = Node::new(&gp.node[i], i, opset);
     let build = ops::lookup(n.op).ok_or_else(|| n.err("unsupported op"))?;
     let start = ctx.g.values.len();
@@ -394,7 +495,9 @@ fn build_node(ctx: &mut Ctx<'_>, gp: &GraphProto, i: usize, opset: i64, used: &H
                 ctx.define(name, id);
             }
             None if used.contains(name.as_str()) => {
-                return Err(n.err(format!("output {k} ({name:?}) is used, but nnc does not compute it")));
+                return Err(n.err(format!(
+                    "output {k} ({name:?}) is used, but nnc does not compute it"
+                )));
             }
             None => {}
         }
@@ -406,8 +509,11 @@ pub(crate) fn summarize(bytes: &[u8], file: &str) -> Result<ModelSummary> {
     let m = parse(bytes, file)?;
     let mut hist: Vec<(String, usize)> = Vec::new();
     for p in m.graph.as_ref().map_or(&[][..], |g| &g.node[..]) {
-        let key =
-            if is_default_domain(&p.domain) { p.op_type.clone() } else { format!("{}.{}", p.domain, p.op_type) };
+        let key = if is_default_domain(&p.domain) {
+            p.op_type.clone()
+        } else {
+            format!("{}.{}", p.domain, p.op_type)
+        };
         match hist.iter_mut().find(|(k, _)| *k == key) {
             Some((_, c)) => *c += 1,
             None => hist.push((key, 1)),
@@ -415,8 +521,14 @@ pub(crate) fn summarize(bytes: &[u8], file: &str) -> Result<ModelSummary> {
     }
     hist.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Ok(ModelSummary {
-        opsets: m.opset_import.iter().map(|o| (o.domain.clone(), o.version)).collect(),
-        producer: format!("{} {}", m.producer_name, m.producer_version).trim().to_string(),
+        opsets: m
+            .opset_import
+            .iter()
+            .map(|o| (o.domain.clone(), o.version))
+            .collect(),
+        producer: format!("{} {}", m.producer_name, m.producer_version)
+            .trim()
+            .to_string(),
         op_histogram: hist,
         ir_version: m.ir_version,
     })

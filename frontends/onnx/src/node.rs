@@ -1,7 +1,7 @@
 //! One ONNX node as the op builders see it: its display name, the opset in
 //! force, and typed attribute getters whose errors name the node.
 
-use crate::error::Error;
+use crate::error::{esc, Error};
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::{AttributeProto, NodeProto, TensorProto};
 
@@ -22,16 +22,26 @@ pub(crate) type Result<T> = std::result::Result<T, Error>;
 
 impl<'a> Node<'a> {
     pub fn new(p: &'a NodeProto, index: usize, opset: i64) -> Self {
-        Node { p, name: display_name(p, index), op: &p.op_type, opset }
+        Node {
+            p,
+            name: display_name(p, index),
+            op: &p.op_type,
+            opset,
+        }
     }
 
     pub fn err(&self, msg: impl Into<String>) -> Error {
-        Error::Node { node: self.name.clone(), op: self.op.to_string(), msg: msg.into() }
+        Error::Node {
+            node: self.name.clone(),
+            op: self.op.to_string(),
+            msg: msg.into(),
+        }
     }
 
-    /// `name (OpType)`, recorded as the origin of every IR value.
+    /// `name (OpType)`, recorded as the origin of every IR value (escaped:
+    /// it ends up in one-line messages and IR dumps).
     pub fn origin(&self) -> String {
-        format!("{} ({})", self.name, self.op)
+        format!("{} ({})", esc(&self.name), esc(self.op))
     }
 
     /// Name of output `i`, or "" when absent.
@@ -53,7 +63,9 @@ impl<'a> Node<'a> {
             return Ok(None);
         };
         if !a.ref_attr_name.is_empty() {
-            return Err(self.err(format!("attribute '{name}' refers to a function attribute, which nnc does not support")));
+            return Err(self.err(format!(
+                "attribute '{name}' refers to a function attribute, which nnc does not support"
+            )));
         }
         match a.type_.enum_value() {
             Ok(t) if t == want => Ok(Some(a)),
@@ -84,20 +96,28 @@ impl<'a> Node<'a> {
     }
 
     pub fn attr_ints(&self, name: &str) -> Result<Option<&'a [i64]>> {
-        Ok(self.attr(name, AttributeType::INTS)?.map(|a| a.ints.as_slice()))
+        Ok(self
+            .attr(name, AttributeType::INTS)?
+            .map(|a| a.ints.as_slice()))
     }
 
     /// An ints attribute of sizes: each in `0..=MAX_ATTR_DIM`.
     pub fn attr_dims(&self, name: &str) -> Result<Option<Vec<usize>>> {
-        let Some(v) = self.attr_ints(name)? else { return Ok(None) };
+        let Some(v) = self.attr_ints(name)? else {
+            return Ok(None);
+        };
         if let Some(bad) = v.iter().find(|&&x| !(0..=MAX_ATTR_DIM).contains(&x)) {
-            return Err(self.err(format!("attribute '{name}' = {v:?}: value {bad} is out of range")));
+            return Err(self.err(format!(
+                "attribute '{name}' = {v:?}: value {bad} is out of range"
+            )));
         }
         Ok(Some(v.iter().map(|&x| x as usize).collect()))
     }
 
     pub fn attr_float(&self, name: &str, default: f32) -> Result<f32> {
-        Ok(self.attr(name, AttributeType::FLOAT)?.map_or(default, |a| a.f))
+        Ok(self
+            .attr(name, AttributeType::FLOAT)?
+            .map_or(default, |a| a.f))
     }
 
     pub fn attr_float_opt(&self, name: &str) -> Result<Option<f32>> {
@@ -105,7 +125,9 @@ impl<'a> Node<'a> {
     }
 
     pub fn attr_floats(&self, name: &str) -> Result<Option<&'a [f32]>> {
-        Ok(self.attr(name, AttributeType::FLOATS)?.map(|a| a.floats.as_slice()))
+        Ok(self
+            .attr(name, AttributeType::FLOATS)?
+            .map(|a| a.floats.as_slice()))
     }
 
     pub fn attr_string(&self, name: &str, default: &str) -> Result<String> {
@@ -137,7 +159,11 @@ impl<'a> Node<'a> {
         if axis < -r || axis >= r {
             return Err(self.err(format!("axis {axis} is out of range for rank {rank}")));
         }
-        Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+        Ok(if axis < 0 {
+            (axis + r) as usize
+        } else {
+            axis as usize
+        })
     }
 
     /// Normalizes a list of axes, refusing duplicates.

@@ -42,7 +42,10 @@ fn out_shape(g: &Graph, i: usize) -> Vec<usize> {
 /// folding tests skip, loudly, until it can.
 fn evaluator_ready() -> bool {
     let t = Tensor::i64(vec![2], vec![3, 4]).unwrap();
-    let i = Tensor { shape: vec![], data: nnc_compiler::ir::TensorData::I64(vec![1]) };
+    let i = Tensor {
+        shape: vec![],
+        data: nnc_compiler::ir::TensorData::I64(vec![1]),
+    };
     let ok = eval::eval_op(&Op::Gather { axis: 0 }, &[&t, &i]).is_ok();
     if !ok {
         eprintln!("SKIPPED: nnc_compiler::ir::eval::eval_op cannot evaluate Gather yet");
@@ -62,7 +65,11 @@ fn conv_relu(group: i64) -> M {
             "Conv",
             &["x", "w", "b"],
             &["c"],
-            vec![ais("pads", &[1, 1, 1, 1]), ais("kernel_shape", &[3, 3]), ai("group", group)],
+            vec![
+                ais("pads", &[1, 1, 1, 1]),
+                ais("kernel_shape", &[3, 3]),
+                ai("group", group),
+            ],
         )
         .node("relu", "Relu", &["c"], &["y"], vec![])
 }
@@ -72,9 +79,15 @@ fn conv_relu_ir() {
     let g = load_ok(&conv_relu(1));
     let ir = text::print(&g);
     assert_eq!(ops(&g), ["conv", "relu"], "{ir}");
-    assert!(ir.contains("conv(%0, %1, %2) {kernel=[3, 3] strides=[1, 1] pads=[1, 1, 1, 1]"), "{ir}");
+    assert!(
+        ir.contains("conv(%0, %1, %2) {kernel=[3, 3] strides=[1, 1] pads=[1, 1, 1, 1]"),
+        "{ir}"
+    );
     assert!(ir.contains(": f32[1,4,8,8]  # c <- Conv_3 (Conv)"), "{ir}");
-    assert!(ir.contains("relu(%3) : f32[1,4,8,8]  # y <- relu (Relu)"), "{ir}");
+    assert!(
+        ir.contains("relu(%3) : f32[1,4,8,8]  # y <- relu (Relu)"),
+        "{ir}"
+    );
     assert_eq!(g.inputs.len(), 1);
     assert_eq!(g.outputs[0].name, "y");
 }
@@ -82,9 +95,23 @@ fn conv_relu_ir() {
 #[test]
 fn bad_attribute_names_node() {
     let e = load_err(&conv_relu(0));
-    assert_eq!(e, r#"node "Conv_3" (Conv): attribute 'group' = 0 must be positive"#);
-    let m = conv_relu(1).node("p", "MaxPool", &["y"], &["z"], vec![af("kernel_shape", 2.0)]).output("z");
-    assert_eq!(load_err(&m), r#"node "p" (MaxPool): attribute 'kernel_shape' must be ints, got a float"#);
+    assert_eq!(
+        e,
+        r#"node "Conv_3" (Conv): attribute 'group' = 0 must be positive"#
+    );
+    let m = conv_relu(1)
+        .node(
+            "p",
+            "MaxPool",
+            &["y"],
+            &["z"],
+            vec![af("kernel_shape", 2.0)],
+        )
+        .output("z");
+    assert_eq!(
+        load_err(&m),
+        r#"node "p" (MaxPool): attribute 'kernel_shape' must be ints, got a float"#
+    );
 }
 
 #[test]
@@ -100,22 +127,56 @@ fn shape_chain_folds_to_one_reshape() {
         .init(ti64("axes", &[1], &[0]))
         .init(ti64("minus1", &[1], &[-1]))
         .node("shape", "Shape", &["x"], &["s"], vec![])
-        .node("gather", "Gather", &["s", "zero"], &["n"], vec![ai("axis", 0)])
+        .node(
+            "gather",
+            "Gather",
+            &["s", "zero"],
+            &["n"],
+            vec![ai("axis", 0)],
+        )
         .node("unsq", "Unsqueeze", &["n", "axes"], &["n1"], vec![])
-        .node("concat", "Concat", &["n1", "minus1"], &["target"], vec![ai("axis", 0)])
+        .node(
+            "concat",
+            "Concat",
+            &["n1", "minus1"],
+            &["target"],
+            vec![ai("axis", 0)],
+        )
         .node("reshape", "Reshape", &["x", "target"], &["y"], vec![]);
     let g = load_ok(&m);
     assert_eq!(ops(&g), ["reshape"], "{}", text::print(&g));
     assert_eq!(out_shape(&g, 0), [2, 12]);
-    assert_eq!(g.values.len(), 2, "dead shape constants are removed:\n{}", text::print(&g));
+    assert_eq!(
+        g.values.len(),
+        2,
+        "dead shape constants are removed:\n{}",
+        text::print(&g)
+    );
 }
 
 #[test]
 fn unsupported_ops_are_all_listed() {
     let mut m = M::new(17).input_f32("x", &[4]).output("y");
-    for (i, op) in ["NonMaxSuppression", "TopK", "NonMaxSuppression", "Relu", "NonMaxSuppression"].iter().enumerate() {
-        let name = if *op == "NonMaxSuppression" { format!("nms_{}", i / 2 + 1) } else { format!("n{i}") };
-        let prev = if i == 0 { "x".to_string() } else { format!("v{i}") };
+    for (i, op) in [
+        "NonMaxSuppression",
+        "TopK",
+        "NonMaxSuppression",
+        "Relu",
+        "NonMaxSuppression",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = if *op == "NonMaxSuppression" {
+            format!("nms_{}", i / 2 + 1)
+        } else {
+            format!("n{i}")
+        };
+        let prev = if i == 0 {
+            "x".to_string()
+        } else {
+            format!("v{i}")
+        };
         let out = format!("v{}", i + 1);
         m = m.node(&name, op, &[&prev], &[&out], vec![]);
     }
@@ -133,7 +194,11 @@ fn unsupported_ops_are_all_listed() {
 fn truncated_bytes_are_a_protobuf_error() {
     let bytes = conv_relu(1).bytes();
     let e = load_model_bytes(&bytes[..bytes.len() - 7], None, &Options::default()).unwrap_err();
-    assert!(e.to_string().starts_with("model: truncated or invalid protobuf:"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("model: truncated or invalid protobuf:"),
+        "{e}"
+    );
     let e = load_model_bytes(b"", None, &Options::default()).unwrap_err();
     assert!(e.to_string().contains("not an ONNX model"), "{e}");
 }
@@ -168,12 +233,18 @@ fn symbolic_dims_need_input_shape() {
         err(opts(&[("x", &[2, 5, 64]), ("m", &[3]), ("z", &[1])])),
         r#"--input-shape names "z", which is not a graph input (inputs: "x", "m", "k")"#
     );
-    assert_eq!(err(opts(&[("x", &[2, 5]), ("m", &[3])])), r#"--input-shape x=2,5: input "x" has rank 3"#);
+    assert_eq!(
+        err(opts(&[("x", &[2, 5]), ("m", &[3])])),
+        r#"--input-shape x=2,5: input "x" has rank 3"#
+    );
     assert_eq!(
         err(opts(&[("x", &[2, 5, 32]), ("m", &[3])])),
         r#"--input-shape x=2,5,32: dim 2 of input "x" is fixed to 64 by the model"#
     );
-    assert_eq!(Options::parse_input_shape("a=b=1, 2").unwrap(), ("a=b".to_string(), vec![1, 2]));
+    assert_eq!(
+        Options::parse_input_shape("a=b=1, 2").unwrap(),
+        ("a=b".to_string(), vec![1, 2])
+    );
     assert!(Options::parse_input_shape("x=1,-2").is_err());
 }
 
@@ -181,18 +252,34 @@ fn symbolic_dims_need_input_shape() {
 fn opset_and_domain_checks() {
     let mut m = conv_relu(1);
     m.model.opset_import[0].version = 30;
-    assert_eq!(load_err(&m), "opset 30 of the default domain is newer than nnc supports (7..=25)");
+    assert_eq!(
+        load_err(&m),
+        "opset 30 of the default domain is newer than nnc supports (7..=25)"
+    );
     m.model.opset_import[0].version = 6;
-    assert!(load_err(&m).starts_with("opset 6 of the default domain is older than nnc supports (7..=25)"));
+    assert!(load_err(&m)
+        .starts_with("opset 6 of the default domain is older than nnc supports (7..=25)"));
     m.model.opset_import.clear();
-    assert_eq!(load_err(&m), "the model imports no opset of the default domain");
+    assert_eq!(
+        load_err(&m),
+        "the model imports no opset of the default domain"
+    );
 }
 
 #[test]
 fn input_dtypes_are_checked() {
     let m = M::new(17).input("x", 10, &["2"]).output("x");
-    assert_eq!(load_err(&m), r#"input "x" has element type float16; nnc supports float, int64 and bool inputs"#);
-    let m = M::new(17).input_f32("x", &[2]).output("y").init(TensorProto { data_type: 11, ..tf32("w", &[2], &[]) });
+    assert_eq!(
+        load_err(&m),
+        r#"input "x" has element type float16; nnc supports float, int64 and bool inputs"#
+    );
+    let m = M::new(17)
+        .input_f32("x", &[2])
+        .output("y")
+        .init(TensorProto {
+            data_type: 11,
+            ..tf32("w", &[2], &[])
+        });
     let m = m.node("a", "Add", &["x", "w"], &["y"], vec![]);
     assert!(load_err(&m).starts_with(r#"tensor "w": element type double is not supported"#));
 }
@@ -209,13 +296,23 @@ fn scratch_dir(name: &str) -> PathBuf {
 fn external(location: &str, offset: u64, length: Option<u64>) -> M {
     let mut t = tf32("w", &[2], &[]);
     t.data_location = onnx_protobuf::tensor_proto::DataLocation::EXTERNAL.into();
-    let kv = |k: &str, v: String| StringStringEntryProto { key: k.into(), value: v, ..Default::default() };
+    let kv = |k: &str, v: String| StringStringEntryProto {
+        key: k.into(),
+        value: v,
+        ..Default::default()
+    };
     t.external_data.push(kv("location", location.into()));
     t.external_data.push(kv("offset", offset.to_string()));
     if let Some(l) = length {
         t.external_data.push(kv("length", l.to_string()));
     }
-    M::new(17).input_f32("x", &[2]).output("y").init(t).node("a", "Add", &["x", "w"], &["y"], vec![])
+    M::new(17).input_f32("x", &[2]).output("y").init(t).node(
+        "a",
+        "Add",
+        &["x", "w"],
+        &["y"],
+        vec![],
+    )
 }
 
 #[test]
@@ -223,7 +320,10 @@ fn external_data() {
     let root = scratch_dir("ext");
     let dir = root.join("model");
     std::fs::create_dir_all(&dir).unwrap();
-    let data: Vec<u8> = [0f32, 1.5, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let data: Vec<u8> = [0f32, 1.5, -2.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     std::fs::write(dir.join("w.bin"), &data).unwrap();
     std::fs::write(root.join("x.bin"), &data).unwrap();
     let try_load = |m: &M| {
@@ -251,10 +351,17 @@ fn external_data() {
     #[cfg(unix)]
     {
         std::os::unix::fs::symlink(root.join("x.bin"), dir.join("link.bin")).unwrap();
-        assert!(msg(external("link.bin", 0, None)).contains("resolves outside the model's directory"));
+        assert!(
+            msg(external("link.bin", 0, None)).contains("resolves outside the model's directory")
+        );
     }
     // From memory without a directory there is nowhere safe to read from.
-    let e = load_model_bytes(&external("w.bin", 0, None).bytes(), None, &Options::default()).unwrap_err();
+    let e = load_model_bytes(
+        &external("w.bin", 0, None).bytes(),
+        None,
+        &Options::default(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("loaded from memory"), "{e}");
     let _ = std::fs::remove_dir_all(&root);
 }
@@ -262,8 +369,17 @@ fn external_data() {
 #[test]
 fn hostile_graphs_are_errors() {
     // Undefined input.
-    let m = M::new(17).input_f32("x", &[2]).output("y").node("a", "Add", &["x", "nope"], &["y"], vec![]);
-    assert_eq!(load_err(&m), r#"node "a" (Add): input "nope" is not defined by any node, initializer or graph input"#);
+    let m = M::new(17).input_f32("x", &[2]).output("y").node(
+        "a",
+        "Add",
+        &["x", "nope"],
+        &["y"],
+        vec![],
+    );
+    assert_eq!(
+        load_err(&m),
+        r#"node "a" (Add): input "nope" is not defined by any node, initializer or graph input"#
+    );
     // Cycle.
     let m = M::new(17)
         .input_f32("x", &[2])
@@ -272,53 +388,94 @@ fn hostile_graphs_are_errors() {
         .node("b", "Relu", &["y"], &["z"], vec![]);
     assert!(load_err(&m).ends_with("is part of a cycle or depends on one"));
     // Data length mismatching dims; huge dims.
-    let m = M::new(17).input_f32("x", &[2]).output("y").init(tf32("w", &[3], &[1.0])).node(
-        "a",
-        "Add",
-        &["x", "w"],
-        &["y"],
-        vec![],
+    let m = M::new(17)
+        .input_f32("x", &[2])
+        .output("y")
+        .init(tf32("w", &[3], &[1.0]))
+        .node("a", "Add", &["x", "w"], &["y"], vec![]);
+    assert_eq!(
+        load_err(&m),
+        r#"tensor "w": shape [3] needs 3 elements, found 1"#
     );
-    assert_eq!(load_err(&m), r#"tensor "w": shape [3] needs 3 elements, found 1"#);
-    let m = M::new(17).input_f32("x", &[2]).output("y").init(tf32("w", &[1 << 40, 1 << 40], &[])).node(
-        "a",
-        "Add",
-        &["x", "w"],
-        &["y"],
-        vec![],
+    let m = M::new(17)
+        .input_f32("x", &[2])
+        .output("y")
+        .init(tf32("w", &[1 << 40, 1 << 40], &[]))
+        .node("a", "Add", &["x", "w"], &["y"], vec![]);
+    assert_eq!(
+        load_err(&m),
+        r#"tensor "w": shape [1099511627776, 1099511627776] is too large"#
     );
-    assert_eq!(load_err(&m), r#"tensor "w": shape [1099511627776, 1099511627776] is too large"#);
     let m = M::new(17).input_f32("x", &[1 << 40, 1 << 40]).output("x");
     assert!(load_err(&m).contains("is too large"));
+    // Names from the model cannot break the one-line message.
+    let m = M::new(17).input_f32("x", &[2]).output("y").node(
+        "a\nb\u{1b}[31m",
+        "Add",
+        &["x", "no\npe"],
+        &["y"],
+        vec![],
+    );
+    assert_eq!(
+        load_err(&m),
+        r#"node "a\nb\u{1b}[31m" (Add): input "no\npe" is not defined by any node, initializer or graph input"#
+    );
+    let mut m = conv_relu(1);
+    m.model.ir_version = 99;
+    assert_eq!(
+        load_err(&m),
+        "model: ir_version 99 is newer than nnc supports (3..=14)"
+    );
     // Undefined graph output; duplicate producers.
     let m = M::new(17).input_f32("x", &[2]).output("q");
-    assert_eq!(load_err(&m), r#"graph output "q" is not produced by any node, initializer or input"#);
+    assert_eq!(
+        load_err(&m),
+        r#"graph output "q" is not produced by any node, initializer or input"#
+    );
     let m = M::new(17)
         .input_f32("x", &[2])
         .output("y")
         .node("a", "Relu", &["x"], &["y"], vec![])
         .node("b", "Relu", &["x"], &["y"], vec![]);
-    assert_eq!(load_err(&m), r#"node "b" (Relu): output "y" is also produced by node "a""#);
+    assert_eq!(
+        load_err(&m),
+        r#"node "b" (Relu): output "y" is also produced by node "a""#
+    );
     // Unused outputs that nnc does not compute are fine; used ones are not.
     let m = M::new(17)
         .input_f32("x", &[1, 1, 4, 4])
         .output("y")
         .output("idx")
-        .node("p", "MaxPool", &["x"], &["y", "idx"], vec![ais("kernel_shape", &[2, 2])]);
-    assert_eq!(load_err(&m), r#"node "p" (MaxPool): output 1 ("idx") is used, but nnc does not compute it"#);
+        .node(
+            "p",
+            "MaxPool",
+            &["x"],
+            &["y", "idx"],
+            vec![ais("kernel_shape", &[2, 2])],
+        );
+    assert_eq!(
+        load_err(&m),
+        r#"node "p" (MaxPool): output 1 ("idx") is used, but nnc does not compute it"#
+    );
     // Runtime value where a constant is needed.
     let m = M::new(17)
         .input_f32("x", &[2, 3])
         .input("s", INT64, &["2"])
         .output("y")
         .node("rs", "Reshape", &["x", "s"], &["y"], vec![]);
-    assert_eq!(load_err(&m), r#"node "rs" (Reshape): input 'shape' is computed at run time; nnc needs it constant"#);
+    assert_eq!(
+        load_err(&m),
+        r#"node "rs" (Reshape): input 'shape' is computed at run time; nnc needs it constant"#
+    );
 }
 
 /// Flipping bytes of a valid model must give errors or graphs, never panics.
 #[test]
 fn corrupted_models_never_panic() {
-    let bytes = conv_relu(1).node("s", "Softmax", &["y"], &["z"], vec![ai("axis", 1)]).output("z").bytes();
+    let bytes = conv_relu(1)
+        .node("s", "Softmax", &["y"], &["z"], vec![ai("axis", 1)])
+        .output("z")
+        .bytes();
     for i in 0..bytes.len() {
         for v in [0u8, 0xff, bytes[i] ^ 0x04, 0x80] {
             let mut b = bytes.clone();
@@ -332,19 +489,28 @@ fn corrupted_models_never_panic() {
 #[test]
 fn opset_dependent_forms() {
     // Softmax before opset 13 coerces to 2-D at `axis`.
-    let sm = |opset| M::new(opset).input_f32("x", &[2, 3, 4]).output("y").node("s", "Softmax", &["x"], &["y"], vec![ai("axis", 1)]);
+    let sm = |opset| {
+        M::new(opset).input_f32("x", &[2, 3, 4]).output("y").node(
+            "s",
+            "Softmax",
+            &["x"],
+            &["y"],
+            vec![ai("axis", 1)],
+        )
+    };
     assert_eq!(ops(&load_ok(&sm(11))), ["reshape", "softmax", "reshape"]);
     let g = load_ok(&sm(13));
     assert_eq!(ops(&g), ["softmax"]);
     assert!(text::print(&g).contains("softmax(%0) {axis=1}"));
 
     // ReduceSum: axes attribute before 13, input from 13; ReduceMean: input from 18.
-    let g = load_ok(
-        &M::new(11)
-            .input_f32("x", &[2, 3, 4])
-            .output("y")
-            .node("r", "ReduceSum", &["x"], &["y"], vec![ais("axes", &[-1]), ai("keepdims", 0)]),
-    );
+    let g = load_ok(&M::new(11).input_f32("x", &[2, 3, 4]).output("y").node(
+        "r",
+        "ReduceSum",
+        &["x"],
+        &["y"],
+        vec![ais("axes", &[-1]), ai("keepdims", 0)],
+    ));
     assert_eq!(out_shape(&g, 0), [2, 3]);
     let g = load_ok(
         &M::new(13)
@@ -354,17 +520,21 @@ fn opset_dependent_forms() {
             .node("r", "ReduceSum", &["x", "ax"], &["y"], vec![]),
     );
     assert_eq!(out_shape(&g, 0), [1, 3, 1]);
-    let g = load_ok(
-        &M::new(17)
-            .input_f32("x", &[2, 3, 4])
-            .output("y")
-            .node("r", "ReduceMean", &["x"], &["y"], vec![ais("axes", &[1])]),
-    );
+    let g = load_ok(&M::new(17).input_f32("x", &[2, 3, 4]).output("y").node(
+        "r",
+        "ReduceMean",
+        &["x"],
+        &["y"],
+        vec![ais("axes", &[1])],
+    ));
     assert_eq!(out_shape(&g, 0), [2, 1, 4]);
 
     // Split: attribute (< 13), input (>= 13), num_outputs (18).
     let split = |opset, split_input: bool, attrs| {
-        let mut m = M::new(opset).input_f32("x", &[7, 2]).output("a").output("b");
+        let mut m = M::new(opset)
+            .input_f32("x", &[7, 2])
+            .output("a")
+            .output("b");
         let mut ins = vec!["x"];
         if split_input {
             m = m.init(ti64("sp", &[2], &[3, 4]));
@@ -373,11 +543,20 @@ fn opset_dependent_forms() {
         m.node("sp", "Split", &ins, &["a", "b"], attrs)
     };
     let g = load_ok(&split(11, false, vec![ais("split", &[3, 4])]));
-    assert_eq!((out_shape(&g, 0), out_shape(&g, 1)), (vec![3, 2], vec![4, 2]));
+    assert_eq!(
+        (out_shape(&g, 0), out_shape(&g, 1)),
+        (vec![3, 2], vec![4, 2])
+    );
     let g = load_ok(&split(13, true, vec![]));
-    assert_eq!((out_shape(&g, 0), out_shape(&g, 1)), (vec![3, 2], vec![4, 2]));
+    assert_eq!(
+        (out_shape(&g, 0), out_shape(&g, 1)),
+        (vec![3, 2], vec![4, 2])
+    );
     let g = load_ok(&split(18, false, vec![ai("num_outputs", 2)]));
-    assert_eq!((out_shape(&g, 0), out_shape(&g, 1)), (vec![4, 2], vec![3, 2]));
+    assert_eq!(
+        (out_shape(&g, 0), out_shape(&g, 1)),
+        (vec![4, 2], vec![3, 2])
+    );
     assert!(load_err(&split(13, false, vec![])).contains("does not split evenly"));
 
     // Slice with negative steps; opset 9 attributes.
@@ -389,9 +568,19 @@ fn opset_dependent_forms() {
             .init(ti64("en", &[1], &[i64::MIN]))
             .init(ti64("ax", &[1], &[0]))
             .init(ti64("sp", &[1], &[-2]))
-            .node("sl", "Slice", &["x", "st", "en", "ax", "sp"], &["y"], vec![]),
+            .node(
+                "sl",
+                "Slice",
+                &["x", "st", "en", "ax", "sp"],
+                &["y"],
+                vec![],
+            ),
     );
-    assert!(text::print(&g).contains("slice(%0) {dims=[4:-2:3,0:1:4]}"), "{}", text::print(&g));
+    assert!(
+        text::print(&g).contains("slice(%0) {dims=[4:-2:3,0:1:4]}"),
+        "{}",
+        text::print(&g)
+    );
     let g = load_ok(&M::new(9).input_f32("x", &[5, 4]).output("y").node(
         "sl",
         "Slice",
@@ -402,7 +591,13 @@ fn opset_dependent_forms() {
     assert_eq!(out_shape(&g, 0), [5, 2]);
 
     // Clip: attributes before 11, inputs after (runtime bounds become max/min).
-    let g = load_ok(&M::new(9).input_f32("x", &[3]).output("y").node("c", "Clip", &["x"], &["y"], vec![af("min", 0.0), af("max", 6.0)]));
+    let g = load_ok(&M::new(9).input_f32("x", &[3]).output("y").node(
+        "c",
+        "Clip",
+        &["x"],
+        &["y"],
+        vec![af("min", 0.0), af("max", 6.0)],
+    ));
     assert!(text::print(&g).contains("clip(%0) {min=0 max=6}"));
     let g = load_ok(
         &M::new(13)
@@ -424,7 +619,13 @@ fn batch_norm_folds_to_mul_add() {
         .init(tf32("b", &[2], &[0.5, -0.5]))
         .init(tf32("mean", &[2], &[1.0, 0.0]))
         .init(tf32("var", &[2], &[4.0, 1.0]))
-        .node("bn", "BatchNormalization", &["x", "s", "b", "mean", "var"], &["y"], vec![af("epsilon", 0.0)]);
+        .node(
+            "bn",
+            "BatchNormalization",
+            &["x", "s", "b", "mean", "var"],
+            &["y"],
+            vec![af("epsilon", 0.0)],
+        );
     let g = load_ok(&m);
     assert_eq!(ops(&g), ["mul", "add"]);
     let consts: Vec<Vec<f32>> = g
@@ -439,11 +640,17 @@ fn batch_norm_folds_to_mul_add() {
         })
         .collect();
     assert_eq!(consts, [vec![0.5, 2.0], vec![0.0, -0.5]]);
-    let m = M::new(15)
-        .input_f32("x", &[1, 2, 3, 3])
-        .output("y")
-        .node("bn", "BatchNormalization", &["x", "x", "x", "x", "x"], &["y"], vec![ai("training_mode", 1)]);
-    assert_eq!(load_err(&m), r#"node "bn" (BatchNormalization): attribute 'training_mode' = 1 is not supported"#);
+    let m = M::new(15).input_f32("x", &[1, 2, 3, 3]).output("y").node(
+        "bn",
+        "BatchNormalization",
+        &["x", "x", "x", "x", "x"],
+        &["y"],
+        vec![ai("training_mode", 1)],
+    );
+    assert_eq!(
+        load_err(&m),
+        r#"node "bn" (BatchNormalization): attribute 'training_mode' = 1 is not supported"#
+    );
 }
 
 #[test]
@@ -457,9 +664,21 @@ fn misc_ops_translate() {
         .output("p")
         .node("t", "Transpose", &["x"], &["t"], vec![])
         .node("pr", "PRelu", &["t"], &["p"], vec![])
-        .node("d", "Dropout", &["x"], &["mask_free", "unused_mask"], vec![])
+        .node(
+            "d",
+            "Dropout",
+            &["x"],
+            &["mask_free", "unused_mask"],
+            vec![],
+        )
         .node("f", "Flatten", &["x"], &["f"], vec![ai("axis", -1)])
-        .node("g", "Gelu", &["f"], &["y"], vec![astr("approximate", "tanh")]);
+        .node(
+            "g",
+            "Gelu",
+            &["f"],
+            &["y"],
+            vec![astr("approximate", "tanh")],
+        );
     // PRelu above lacks its slope input on purpose.
     assert!(load_err(&m).contains("required input 1 is missing"));
     let mut m = m;
@@ -468,11 +687,17 @@ fn misc_ops_translate() {
     assert_eq!(out_shape(&g, 0), [6, 4]);
     assert_eq!(out_shape(&g, 2), [4, 3, 2]);
     assert_eq!(g.outputs[1].value, g.inputs[0], "Dropout is the identity");
-    let m = M::new(20)
-        .input_f32("x", &[2])
-        .output("y")
-        .node("g", "Gelu", &["x"], &["y"], vec![astr("approximate", "erf")]);
-    assert_eq!(load_err(&m), r#"node "g" (Gelu): attribute 'approximate' = "erf" is not supported"#);
+    let m = M::new(20).input_f32("x", &[2]).output("y").node(
+        "g",
+        "Gelu",
+        &["x"],
+        &["y"],
+        vec![astr("approximate", "erf")],
+    );
+    assert_eq!(
+        load_err(&m),
+        r#"node "g" (Gelu): attribute 'approximate' = "erf" is not supported"#
+    );
 }
 
 #[test]
@@ -484,7 +709,13 @@ fn constants_and_initializer_inputs() {
         .output("y")
         .output("shape")
         .init(tf32("w", &[2], &[1.0, 2.0]))
-        .node("c", "Constant", &[], &["k"], vec![at("value", tf32("", &[], &[3.0]))])
+        .node(
+            "c",
+            "Constant",
+            &[],
+            &["k"],
+            vec![at("value", tf32("", &[], &[3.0]))],
+        )
         .node("a", "Add", &["x", "w"], &["s"], vec![])
         .node("m", "Mul", &["s", "k"], &["y"], vec![])
         .node("sh", "Shape", &["y"], &["shape"], vec![]);
@@ -499,19 +730,32 @@ fn constants_and_initializer_inputs() {
 fn summary() {
     let dir = scratch_dir("summary");
     let path = dir.join("m.onnx");
-    std::fs::write(&path, conv_relu(1).node("r2", "Relu", &["y"], &["z"], vec![]).bytes()).unwrap();
+    std::fs::write(
+        &path,
+        conv_relu(1)
+            .node("r2", "Relu", &["y"], &["z"], vec![])
+            .bytes(),
+    )
+    .unwrap();
     let s = nnc_onnx::summarize(&path).unwrap();
     assert_eq!(s.opsets, [(String::new(), 17)]);
     assert_eq!(s.producer, "nnc-tests");
-    assert_eq!(s.op_histogram, [("Relu".to_string(), 2), ("Conv".to_string(), 1)]);
+    assert_eq!(
+        s.op_histogram,
+        [("Relu".to_string(), 2), ("Conv".to_string(), 1)]
+    );
     assert_eq!(s.ir_version, 8);
-    let e = nnc_onnx::summarize(&dir.join("missing.onnx")).unwrap_err().to_string();
+    let e = nnc_onnx::summarize(&dir.join("missing.onnx"))
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("cannot read "), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn example(name: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
     if p.exists() {
         Some(p)
     } else {
@@ -522,22 +766,37 @@ fn example(name: &str) -> Option<PathBuf> {
 
 #[test]
 fn example_mnist_cnn() {
-    let Some(p) = example("mnist_cnn.onnx") else { return };
+    let Some(p) = example("mnist_cnn.onnx") else {
+        return;
+    };
     let g = load_model(&p, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(g.ty(g.inputs[0]).shape, [1, 1, 28, 28]);
     assert_eq!(out_shape(&g, 0), [1, 10]);
-    assert_eq!(ops(&g), ["conv", "relu", "max_pool", "conv", "relu", "max_pool", "reshape", "gemm", "relu", "gemm", "softmax"]);
+    assert_eq!(
+        ops(&g),
+        [
+            "conv", "relu", "max_pool", "conv", "relu", "max_pool", "reshape", "gemm", "relu",
+            "gemm", "softmax"
+        ]
+    );
 }
 
 #[test]
 fn example_attention() {
-    let Some(p) = example("attention.onnx") else { return };
+    let Some(p) = example("attention.onnx") else {
+        return;
+    };
     let e = load_model(&p, &Options::default()).unwrap_err().to_string();
-    assert_eq!(e, r#"input "x" has symbolic dims [L]; set them with --input-shape x=D0,1,64"#);
+    assert_eq!(
+        e,
+        r#"input "x" has symbolic dims [L]; set them with --input-shape x=D0,1,64"#
+    );
     if !evaluator_ready() {
         return;
     }
-    let opts = Options { input_shapes: vec![("x".into(), vec![5, 1, 64])] };
+    let opts = Options {
+        input_shapes: vec![("x".into(), vec![5, 1, 64])],
+    };
     let g = load_model(&p, &opts).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out_shape(&g, 0), [5, 1, 64]);
     let ir = text::print(&g);

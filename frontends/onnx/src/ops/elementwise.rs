@@ -22,8 +22,12 @@ pub(super) fn unary(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         "Sigmoid" => U::Sigmoid,
         "Sqrt" => U::Sqrt,
         "Tanh" => U::Tanh,
-        "LeakyRelu" => U::LeakyRelu { alpha: n.attr_float("alpha", 0.01)?.into() },
-        "Elu" => U::Elu { alpha: n.attr_float("alpha", 1.0)?.into() },
+        "LeakyRelu" => U::LeakyRelu {
+            alpha: n.attr_float("alpha", 0.01)?.into(),
+        },
+        "Elu" => U::Elu {
+            alpha: n.attr_float("alpha", 1.0)?.into(),
+        },
         "Selu" => U::Selu {
             alpha: n.attr_float("alpha", 1.673_263_2)?.into(),
             gamma: n.attr_float("gamma", 1.050_701)?.into(),
@@ -125,8 +129,10 @@ pub(super) fn clip(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let dtype = c.ty(x).dtype;
     let bounds = if n.opset < 11 {
         [
-            n.attr_float_opt("min")?.map_or(Bound::None, |v| Bound::Const(v as f64)),
-            n.attr_float_opt("max")?.map_or(Bound::None, |v| Bound::Const(v as f64)),
+            n.attr_float_opt("min")?
+                .map_or(Bound::None, |v| Bound::Const(v as f64)),
+            n.attr_float_opt("max")?
+                .map_or(Bound::None, |v| Bound::Const(v as f64)),
         ]
     } else {
         let mut b = [Bound::None, Bound::None];
@@ -141,7 +147,13 @@ pub(super) fn clip(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         b
     };
     if dtype == DType::F32 && !bounds.iter().any(|b| matches!(b, Bound::Value(_))) {
-        let get = |b: &Bound, d: f32| if let Bound::Const(v) = b { *v as f32 } else { d };
+        let get = |b: &Bound, d: f32| {
+            if let Bound::Const(v) = b {
+                *v as f32
+            } else {
+                d
+            }
+        };
         let u = UnaryOp::Clip {
             min: get(&bounds[0], f32::NEG_INFINITY).into(),
             max: get(&bounds[1], f32::INFINITY).into(),
@@ -166,7 +178,9 @@ pub(super) fn prelu(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let slope = c.input(n, 1)?;
     let (xs, ss) = (c.shape(x), c.shape(slope));
     if broadcast_shapes(&xs, &ss).ok().as_ref() != Some(&xs) {
-        return Err(n.err(format!("slope of shape {ss:?} does not broadcast to input shape {xs:?}")));
+        return Err(n.err(format!(
+            "slope of shape {ss:?} does not broadcast to input shape {xs:?}"
+        )));
     }
     let zero = c.scalar(n, c.ty(x).dtype, 0.0);
     let neg = c.binary(n, BinaryOp::Less, x, zero)?;
@@ -218,6 +232,9 @@ pub(super) fn variadic(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     };
     let count = c.num_inputs(n);
     let mut acc = c.input(n, 0)?;
+    if n.op == "Mean" && c.ty(acc).dtype != DType::F32 {
+        return Err(n.err(format!("Mean of {} is not supported", c.ty(acc).dtype)));
+    }
     for i in 1..count {
         let v = c.input(n, i)?;
         acc = c.binary(n, b, acc, v)?;
@@ -240,12 +257,16 @@ pub(super) fn cast(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let to = if n.op == "CastLike" {
         c.ty(c.input(n, 1)?).dtype
     } else {
-        let code = n.attr_int_opt("to")?.ok_or_else(|| n.err("attribute 'to' is missing"))?;
+        let code = n
+            .attr_int_opt("to")?
+            .ok_or_else(|| n.err("attribute 'to' is missing"))?;
         match i32::try_from(code).ok().and_then(DType::from_onnx) {
             Some(d) => d,
             None => {
                 let name = i32::try_from(code).map_or(code.to_string(), dtype_name);
-                return Err(n.err(format!("Cast to {name} is not supported (nnc computes in float, int64 and bool)")));
+                return Err(n.err(format!(
+                    "Cast to {name} is not supported (nnc computes in float, int64 and bool)"
+                )));
             }
         }
     };

@@ -108,7 +108,10 @@ const TABLE: &[(&str, Build)] = &[
 ];
 
 pub(crate) fn lookup(op_type: &str) -> Option<Build> {
-    TABLE.iter().find(|(name, _)| *name == op_type).map(|&(_, b)| b)
+    TABLE
+        .iter()
+        .find(|(name, _)| *name == op_type)
+        .map(|&(_, b)| b)
 }
 
 pub(crate) fn supported() -> Vec<&'static str> {

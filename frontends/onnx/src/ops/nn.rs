@@ -9,12 +9,17 @@ use nnc_compiler::ir::{BinaryOp, DType, Op, PoolKind, ReduceOp, Tensor, UnaryOp,
 fn window(n: &Node, x: &[usize], kernel: Vec<usize>, pool: bool) -> Result<Window> {
     let sr = kernel.len();
     if x.len() != sr + 2 {
-        return Err(n.err(format!("input of shape {x:?} needs rank {} for a {sr}-D kernel", sr + 2)));
+        return Err(n.err(format!(
+            "input of shape {x:?} needs rank {} for a {sr}-D kernel",
+            sr + 2
+        )));
     }
     let list = |name: &str, len: usize, default: usize, positive: bool| -> Result<Vec<usize>> {
         let v = n.attr_dims(name)?.unwrap_or_else(|| vec![default; len]);
         if v.len() != len {
-            return Err(n.err(format!("attribute '{name}' = {v:?} should have {len} entries")));
+            return Err(n.err(format!(
+                "attribute '{name}' = {v:?} should have {len} entries"
+            )));
         }
         if positive && v.contains(&0) {
             return Err(n.err(format!("attribute '{name}' = {v:?} must be positive")));
@@ -37,7 +42,11 @@ fn window(n: &Node, x: &[usize], kernel: Vec<usize>, pool: bool) -> Result<Windo
                 let eff_k = dilations[i] * (kernel[i] - 1) + 1;
                 let total = ((out.max(1) - 1) * strides[i] + eff_k).saturating_sub(input);
                 let small = total / 2;
-                let (begin, end) = if mode == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
+                let (begin, end) = if mode == "SAME_UPPER" {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
                 pads[i] = begin;
                 pads[i + sr] = end;
             }
@@ -45,7 +54,13 @@ fn window(n: &Node, x: &[usize], kernel: Vec<usize>, pool: bool) -> Result<Windo
         other => return Err(n.unsupported_attr("auto_pad", format!("{other:?}"))),
     }
     let ceil_mode = pool && n.attr_bool("ceil_mode", false)?;
-    Ok(Window { kernel, strides, dilations, pads, ceil_mode })
+    Ok(Window {
+        kernel,
+        strides,
+        dilations,
+        pads,
+        ceil_mode,
+    })
 }
 
 pub(super) fn conv(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
@@ -59,7 +74,9 @@ pub(super) fn conv(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let kernel = ws[2..].to_vec();
     if let Some(k) = n.attr_dims("kernel_shape")? {
         if k != kernel {
-            return Err(n.err(format!("attribute 'kernel_shape' = {k:?} disagrees with weight shape {ws:?}")));
+            return Err(n.err(format!(
+                "attribute 'kernel_shape' = {k:?} disagrees with weight shape {ws:?}"
+            )));
         }
     }
     let group = n.attr_int("group", 1)?;
@@ -69,13 +86,22 @@ pub(super) fn conv(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let window = window(n, &c.shape(x), kernel, false)?;
     let mut args = vec![x, w];
     args.extend(b);
-    Ok(vec![c.op(n, Op::Conv { window, group: group as usize }, &args)?])
+    Ok(vec![c.op(
+        n,
+        Op::Conv {
+            window,
+            group: group as usize,
+        },
+        &args,
+    )?])
 }
 
 /// MaxPool / AveragePool. MaxPool's Indices output is not computed.
 pub(super) fn pool(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let x = c.input(n, 0)?;
-    let kernel = n.attr_dims("kernel_shape")?.ok_or_else(|| n.err("attribute 'kernel_shape' is missing"))?;
+    let kernel = n
+        .attr_dims("kernel_shape")?
+        .ok_or_else(|| n.err("attribute 'kernel_shape' is missing"))?;
     let kind = if n.op == "MaxPool" {
         let order = n.attr_int("storage_order", 0)?;
         if order != 0 {
@@ -83,7 +109,9 @@ pub(super) fn pool(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         }
         PoolKind::Max
     } else {
-        PoolKind::Avg { count_include_pad: n.attr_bool("count_include_pad", false)? }
+        PoolKind::Avg {
+            count_include_pad: n.attr_bool("count_include_pad", false)?,
+        }
     };
     let window = window(n, &c.shape(x), kernel, true)?;
     Ok(vec![c.op(n, Op::Pool { kind, window }, &[x])?])
@@ -96,8 +124,20 @@ pub(super) fn global_pool(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     if rank < 3 {
         return Err(n.err(format!("input of shape {:?} needs rank >= 3", c.shape(x))));
     }
-    let op = if n.op == "GlobalMaxPool" { ReduceOp::Max } else { ReduceOp::Mean };
-    Ok(vec![c.op(n, Op::Reduce { op, axes: (2..rank).collect(), keepdims: true }, &[x])?])
+    let op = if n.op == "GlobalMaxPool" {
+        ReduceOp::Max
+    } else {
+        ReduceOp::Mean
+    };
+    Ok(vec![c.op(
+        n,
+        Op::Reduce {
+            op,
+            axes: (2..rank).collect(),
+            keepdims: true,
+        },
+        &[x],
+    )?])
 }
 
 /// Inference BatchNormalization as `x·a + b` with per-channel `a`, `b`
@@ -120,19 +160,28 @@ pub(super) fn batch_norm(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     for (i, what) in [(1, "scale"), (2, "B"), (3, "input_mean"), (4, "input_var")] {
         let p = c.input(n, i)?;
         if c.shape(p) != [ch] {
-            return Err(n.err(format!("{what} has shape {:?}, expected [{ch}]", c.shape(p))));
+            return Err(n.err(format!(
+                "{what} has shape {:?}, expected [{ch}]",
+                c.shape(p)
+            )));
         }
         params.push(p);
     }
     let mut pshape = vec![ch];
     pshape.resize(xs.len() - 1, 1);
-    let consts: Option<Vec<Vec<f32>>> =
-        params.iter().map(|&p| c.as_const(p).and_then(|t| t.as_f32().map(<[f32]>::to_vec))).collect();
+    let consts: Option<Vec<Vec<f32>>> = params
+        .iter()
+        .map(|&p| c.as_const(p).and_then(|t| t.as_f32().map(<[f32]>::to_vec)))
+        .collect();
     let (a, b) = match consts {
         Some(v) => {
             let (scale, bias, mean, var) = (&v[0], &v[1], &v[2], &v[3]);
-            let a: Vec<f32> = (0..ch).map(|i| (scale[i] as f64 / (var[i] as f64 + eps).sqrt()) as f32).collect();
-            let b: Vec<f32> = (0..ch).map(|i| (bias[i] as f64 - mean[i] as f64 * a[i] as f64) as f32).collect();
+            let a: Vec<f32> = (0..ch)
+                .map(|i| (scale[i] as f64 / (var[i] as f64 + eps).sqrt()) as f32)
+                .collect();
+            let b: Vec<f32> = (0..ch)
+                .map(|i| (bias[i] as f64 - mean[i] as f64 * a[i] as f64) as f32)
+                .collect();
             let a = Tensor::f32(pshape.clone(), a).map_err(|e| n.err(e))?;
             let b = Tensor::f32(pshape, b).map_err(|e| n.err(e))?;
             (c.constant(n, a), c.constant(n, b))

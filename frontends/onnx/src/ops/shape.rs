@@ -6,13 +6,18 @@ use crate::builder::{Ctx, FOLD_FREE_BYTES, FOLD_MAX_BYTES};
 use crate::node::{Node, Result, MAX_ATTR_DIM};
 use crate::tensor::from_proto;
 use nnc_compiler::ir::{
-    broadcast_shapes, DType, Op, PadMode, ReduceOp, SliceDim, Tensor, TensorData, TensorType, UnaryOp, ValueId,
+    broadcast_shapes, DType, Op, PadMode, ReduceOp, SliceDim, Tensor, TensorData, TensorType,
+    UnaryOp, ValueId,
 };
+use std::sync::Arc;
 
 /// Converts integer operands that are sizes (must be non-negative).
 fn sizes(n: &Node, what: &str, v: &[i64]) -> Result<Vec<usize>> {
     v.iter()
-        .map(|&d| usize::try_from(d).map_err(|_| n.err(format!("{what} {v:?} contains negative value {d}"))))
+        .map(|&d| {
+            usize::try_from(d)
+                .map_err(|_| n.err(format!("{what} {v:?} contains negative value {d}")))
+        })
         .collect()
 }
 
@@ -26,7 +31,13 @@ fn checked_numel(n: &Node, dtype: DType, shape: &[usize]) -> Result<usize> {
 
 /// A constant operand given as an attribute before `since` and as input `i`
 /// from then on.
-fn ints_attr_or_input(c: &Ctx<'_>, n: &Node, since: i64, name: &str, i: usize) -> Result<Option<Vec<i64>>> {
+fn ints_attr_or_input(
+    c: &Ctx<'_>,
+    n: &Node,
+    since: i64,
+    name: &str,
+    i: usize,
+) -> Result<Option<Vec<i64>>> {
     if n.opset < since {
         Ok(n.attr_ints(name)?.map(<[i64]>::to_vec))
     } else {
@@ -44,7 +55,11 @@ pub(super) fn flatten(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         return Err(n.err(format!("axis {axis} is out of range for rank {r}")));
     }
     let (head, tail) = xs.split_at(a as usize);
-    Ok(vec![c.reshape(n, x, vec![head.iter().product(), tail.iter().product()])?])
+    Ok(vec![c.reshape(
+        n,
+        x,
+        vec![head.iter().product(), tail.iter().product()],
+    )?])
 }
 
 /// Resolves an ONNX Reshape target: `0` copies the input dim (unless
@@ -60,13 +75,17 @@ fn reshape_target(n: &Node, xs: &[usize], target: &[i64], allowzero: bool) -> Re
                 infer = Some(i);
                 1
             }
-            0 if !allowzero => *xs.get(i).ok_or_else(|| bad("0 copies a dim the input does not have"))?,
+            0 if !allowzero => *xs
+                .get(i)
+                .ok_or_else(|| bad("0 copies a dim the input does not have"))?,
             d if d < 0 => return Err(bad("negative dim")),
             d => d as usize,
         });
     }
     let numel: u128 = xs.iter().map(|&d| d as u128).product();
-    let known = out.iter().try_fold(1u128, |acc, &d| acc.checked_mul(d as u128));
+    let known = out
+        .iter()
+        .try_fold(1u128, |acc, &d| acc.checked_mul(d as u128));
     if let Some(i) = infer {
         match known {
             Some(k) if k != 0 && numel.is_multiple_of(k) => out[i] = (numel / k) as usize,
@@ -80,7 +99,9 @@ fn reshape_target(n: &Node, xs: &[usize], target: &[i64], allowzero: bool) -> Re
 
 pub(super) fn reshape(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let x = c.input(n, 0)?;
-    let target = c.const_ints(n, 1, "shape")?.ok_or_else(|| n.err("input 'shape' is missing"))?;
+    let target = c
+        .const_ints(n, 1, "shape")?
+        .ok_or_else(|| n.err("input 'shape' is missing"))?;
     let shape = reshape_target(n, &c.shape(x), &target, n.attr_bool("allowzero", false)?)?;
     Ok(vec![c.reshape(n, x, shape)?])
 }
@@ -114,27 +135,48 @@ pub(super) fn squeeze(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         None => (0..xs.len()).filter(|&i| xs[i] == 1).collect(),
     };
     if let Some(&a) = axes.iter().find(|&&a| xs[a] != 1) {
-        return Err(n.err(format!("cannot squeeze axis {a} of size {} (input shape {xs:?})", xs[a])));
+        return Err(n.err(format!(
+            "cannot squeeze axis {a} of size {} (input shape {xs:?})",
+            xs[a]
+        )));
     }
-    let shape = (0..xs.len()).filter(|i| !axes.contains(i)).map(|i| xs[i]).collect();
+    let shape = (0..xs.len())
+        .filter(|i| !axes.contains(i))
+        .map(|i| xs[i])
+        .collect();
     Ok(vec![c.reshape(n, x, shape)?])
 }
 
 pub(super) fn unsqueeze(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let x = c.input(n, 0)?;
     let xs = c.shape(x);
-    let axes = ints_attr_or_input(c, n, 13, "axes", 1)?.ok_or_else(|| n.err("'axes' is missing"))?;
+    let axes =
+        ints_attr_or_input(c, n, 13, "axes", 1)?.ok_or_else(|| n.err("'axes' is missing"))?;
     let rank = xs.len() + axes.len();
     let axes = n.axes(&axes, rank)?;
     let mut dims = xs.iter();
-    let shape = (0..rank).map(|i| if axes.contains(&i) { 1 } else { dims.next().copied().unwrap_or(1) }).collect();
+    let shape = (0..rank)
+        .map(|i| {
+            if axes.contains(&i) {
+                1
+            } else {
+                dims.next().copied().unwrap_or(1)
+            }
+        })
+        .collect();
     Ok(vec![c.reshape(n, x, shape)?])
 }
 
 pub(super) fn concat(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
-    let args = (0..n.p.input.len()).map(|i| c.input(n, i)).collect::<Result<Vec<_>>>()?;
-    let first = *args.first().ok_or_else(|| n.err("needs at least one input"))?;
-    let axis = n.attr_int_opt("axis")?.ok_or_else(|| n.err("attribute 'axis' is missing"))?;
+    let args = (0..n.p.input.len())
+        .map(|i| c.input(n, i))
+        .collect::<Result<Vec<_>>>()?;
+    let first = *args
+        .first()
+        .ok_or_else(|| n.err("needs at least one input"))?;
+    let axis = n
+        .attr_int_opt("axis")?
+        .ok_or_else(|| n.err("attribute 'axis' is missing"))?;
     let axis = n.axis(axis, c.ty(first).rank())?;
     if args.len() == 1 {
         return Ok(args);
@@ -143,9 +185,28 @@ pub(super) fn concat(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
 }
 
 /// One slice along `axis` (all other dims whole).
-fn slice_axis(c: &mut Ctx<'_>, n: &Node, x: ValueId, axis: usize, start: usize, count: usize) -> Result<ValueId> {
-    let mut dims: Vec<SliceDim> = c.shape(x).iter().map(|&d| SliceDim { start: 0, step: 1, count: d }).collect();
-    dims[axis] = SliceDim { start: if count == 0 { 0 } else { start }, step: 1, count };
+fn slice_axis(
+    c: &mut Ctx<'_>,
+    n: &Node,
+    x: ValueId,
+    axis: usize,
+    start: usize,
+    count: usize,
+) -> Result<ValueId> {
+    let mut dims: Vec<SliceDim> = c
+        .shape(x)
+        .iter()
+        .map(|&d| SliceDim {
+            start: 0,
+            step: 1,
+            count: d,
+        })
+        .collect();
+    dims[axis] = SliceDim {
+        start: if count == 0 { 0 } else { start },
+        step: 1,
+        count,
+    };
     c.op(n, Op::Slice { dims }, &[x])
 }
 
@@ -163,7 +224,9 @@ pub(super) fn split(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let parts = if let Some(s) = ints_attr_or_input(c, n, 13, "split", 1)? {
         let s = sizes(n, "split", &s)?;
         if s.len() != outs || s.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(d) {
-            return Err(n.err(format!("split {s:?} does not divide dim {axis} of size {d} into {outs} outputs")));
+            return Err(n.err(format!(
+                "split {s:?} does not divide dim {axis} of size {d} into {outs} outputs"
+            )));
         }
         s
     } else if let Some(k) = n.attr_int_opt("num_outputs")? {
@@ -173,14 +236,18 @@ pub(super) fn split(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         // The last chunk may be smaller.
         let chunk = d.div_ceil(outs);
         let rest = d.checked_sub(chunk * (outs - 1)).ok_or_else(|| {
-            n.err(format!("cannot split dim {axis} of size {d} into {outs} chunks of {chunk}"))
+            n.err(format!(
+                "cannot split dim {axis} of size {d} into {outs} chunks of {chunk}"
+            ))
         })?;
         let mut s = vec![chunk; outs - 1];
         s.push(rest);
         s
     } else {
         if !d.is_multiple_of(outs) {
-            return Err(n.err(format!("dim {axis} of size {d} does not split evenly into {outs} outputs")));
+            return Err(n.err(format!(
+                "dim {axis} of size {d} does not split evenly into {outs} outputs"
+            )));
         }
         vec![d / outs; outs]
     };
@@ -205,13 +272,32 @@ fn slice_dim(d: usize, start: i64, end: i64, step: i64) -> SliceDim {
     }
     let (s, count) = if step > 0 {
         let (s, e) = (s.clamp(0, d), e.clamp(0, d));
-        (s, if e > s { (e - s + step128 - 1) / step128 } else { 0 })
+        (
+            s,
+            if e > s {
+                (e - s + step128 - 1) / step128
+            } else {
+                0
+            },
+        )
     } else {
         let (s, e) = (s.max(0).min(d - 1), e.max(-1).min(d - 1));
-        (s, if s > e { (s - e - step128 - 1) / -step128 } else { 0 })
+        (
+            s,
+            if s > e {
+                (s - e - step128 - 1) / -step128
+            } else {
+                0
+            },
+        )
     };
-    let start = if count > 0 { s as usize } else { 0 };
-    SliceDim { start, step, count: count as usize }
+    // With fewer than two elements the step is irrelevant; 1 keeps absurd
+    // steps (i64::MAX) out of later stride arithmetic.
+    SliceDim {
+        start: if count > 0 { s as usize } else { 0 },
+        step: if count > 1 { step } else { 1 },
+        count: count as usize,
+    }
 }
 
 pub(super) fn slice(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
@@ -221,7 +307,12 @@ pub(super) fn slice(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         let get = |name| n.attr_ints(name).map(|v| v.map(<[i64]>::to_vec));
         (get("starts")?, get("ends")?, get("axes")?, None)
     } else {
-        (c.const_ints(n, 1, "starts")?, c.const_ints(n, 2, "ends")?, c.const_ints(n, 3, "axes")?, c.const_ints(n, 4, "steps")?)
+        (
+            c.const_ints(n, 1, "starts")?,
+            c.const_ints(n, 2, "ends")?,
+            c.const_ints(n, 3, "axes")?,
+            c.const_ints(n, 4, "steps")?,
+        )
     };
     let starts = starts.ok_or_else(|| n.err("'starts' is missing"))?;
     let ends = ends.ok_or_else(|| n.err("'ends' is missing"))?;
@@ -237,14 +328,25 @@ pub(super) fn slice(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         )));
     }
     let axes = n.axes(&axes, xs.len())?;
-    let mut dims: Vec<SliceDim> = xs.iter().map(|&d| SliceDim { start: 0, step: 1, count: d }).collect();
+    let mut dims: Vec<SliceDim> = xs
+        .iter()
+        .map(|&d| SliceDim {
+            start: 0,
+            step: 1,
+            count: d,
+        })
+        .collect();
     for i in 0..k {
         if steps[i] == 0 {
             return Err(n.err("steps must be non-zero"));
         }
         dims[axes[i]] = slice_dim(xs[axes[i]], starts[i], ends[i], steps[i]);
     }
-    if dims.iter().zip(&xs).all(|(s, &d)| s.step == 1 && s.count == d) {
+    if dims
+        .iter()
+        .zip(&xs)
+        .all(|(s, &d)| s.step == 1 && s.count == d)
+    {
         return Ok(vec![x]);
     }
     Ok(vec![c.op(n, Op::Slice { dims }, &[x])?])
@@ -258,7 +360,9 @@ pub(super) fn gather(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     if let Some(v) = c.as_const(idx).and_then(|t| t.to_i64_vec()) {
         let d = xs[axis] as i64;
         if let Some(bad) = v.iter().find(|&&i| i < -d || i >= d) {
-            return Err(n.err(format!("index {bad} is out of range for axis {axis} of size {d}")));
+            return Err(n.err(format!(
+                "index {bad} is out of range for axis {axis} of size {d}"
+            )));
         }
     }
     Ok(vec![c.op(n, Op::Gather { axis }, &[x, idx])?])
@@ -267,7 +371,9 @@ pub(super) fn gather(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
 /// Expand broadcasts both ways: the result is broadcast(input, shape).
 pub(super) fn expand(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let x = c.input(n, 0)?;
-    let target = c.const_ints(n, 1, "shape")?.ok_or_else(|| n.err("input 'shape' is missing"))?;
+    let target = c
+        .const_ints(n, 1, "shape")?
+        .ok_or_else(|| n.err("input 'shape' is missing"))?;
     let target = sizes(n, "shape", &target)?;
     let xs = c.shape(x);
     let shape = broadcast_shapes(&xs, &target).map_err(|e| n.err(e))?;
@@ -280,11 +386,16 @@ pub(super) fn expand(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
 
 pub(super) fn tile(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let x = c.input(n, 0)?;
-    let reps = c.const_ints(n, 1, "repeats")?.ok_or_else(|| n.err("input 'repeats' is missing"))?;
+    let reps = c
+        .const_ints(n, 1, "repeats")?
+        .ok_or_else(|| n.err("input 'repeats' is missing"))?;
     let repeats = sizes(n, "repeats", &reps)?;
     let xs = c.shape(x);
     if repeats.len() != xs.len() {
-        return Err(n.err(format!("repeats {reps:?} should have one entry per input dim ({})", xs.len())));
+        return Err(n.err(format!(
+            "repeats {reps:?} should have one entry per input dim ({})",
+            xs.len()
+        )));
     }
     let out = xs
         .iter()
@@ -308,13 +419,21 @@ pub(super) fn pad(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         other => return Err(n.unsupported_attr("mode", format!("{other:?}"))),
     };
     let (pads, value, axes) = if n.opset < 11 {
-        (n.attr_ints("pads")?.map(<[i64]>::to_vec), n.attr_float("value", 0.0)? as f64, None)
+        (
+            n.attr_ints("pads")?.map(<[i64]>::to_vec),
+            n.attr_float("value", 0.0)? as f64,
+            None,
+        )
     } else {
         let value = c.const_scalar(n, 2, "constant_value")?.unwrap_or(0.0);
-        (c.const_ints(n, 1, "pads")?, value, c.const_ints(n, 3, "axes")?)
+        (
+            c.const_ints(n, 1, "pads")?,
+            value,
+            c.const_ints(n, 3, "axes")?,
+        )
     };
     let pads = pads.ok_or_else(|| n.err("'pads' is missing"))?;
-    if let Some(p) = pads.iter().find(|p| p.abs() > MAX_ATTR_DIM) {
+    if let Some(p) = pads.iter().find(|p| p.unsigned_abs() > MAX_ATTR_DIM as u64) {
         return Err(n.err(format!("pad {p} is out of range")));
     }
     let axes = match axes {
@@ -333,7 +452,15 @@ pub(super) fn pad(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     if full.iter().all(|&p| p == 0) {
         return Ok(vec![x]);
     }
-    Ok(vec![c.op(n, Op::Pad { pads: full, mode, value: (value as f32).into() }, &[x])?])
+    Ok(vec![c.op(
+        n,
+        Op::Pad {
+            pads: full,
+            mode,
+            value: (value as f32).into(),
+        },
+        &[x],
+    )?])
 }
 
 /// Shape is known statically, so it is always a constant (opset 15 start/end).
@@ -350,23 +477,42 @@ pub(super) fn shape(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
 
 pub(super) fn size(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let numel = c.ty(c.input(n, 0)?).numel() as i64;
-    Ok(vec![c.constant(n, Tensor { shape: vec![], data: TensorData::I64(vec![numel]) })])
+    Ok(vec![c.constant(
+        n,
+        Tensor {
+            shape: vec![],
+            data: TensorData::I64(vec![numel]),
+        },
+    )])
 }
 
 /// A constant fill: materialized when small, otherwise Expand of a scalar.
 pub(super) fn constant_of_shape(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
-    let shape = c.const_ints(n, 0, "input")?.ok_or_else(|| n.err("input is missing"))?;
+    let shape = c
+        .const_ints(n, 0, "input")?
+        .ok_or_else(|| n.err("input is missing"))?;
     let shape = sizes(n, "shape", &shape)?;
     let value = match n.attr_tensor("value")? {
-        Some(t) => from_proto(t, c.base_dir).map_err(|e| n.err(format!("attribute 'value': {e}")))?,
+        Some(t) => {
+            from_proto(t, c.base_dir).map_err(|e| n.err(format!("attribute 'value': {e}")))?
+        }
         None => Tensor::scalar_f32(0.0),
     };
     if value.numel() != 1 {
-        return Err(n.err(format!("attribute 'value' must have one element, has shape {:?}", value.shape)));
+        return Err(n.err(format!(
+            "attribute 'value' must have one element, has shape {:?}",
+            value.shape
+        )));
     }
     let numel = checked_numel(n, value.dtype(), &shape)?;
     if numel * value.dtype().size() > FOLD_FREE_BYTES {
-        let s = c.constant(n, Tensor { shape: vec![], data: value.data });
+        let s = c.constant(
+            n,
+            Tensor {
+                shape: vec![],
+                data: value.data,
+            },
+        );
         return Ok(vec![c.op(n, Op::Expand { shape }, &[s])?]);
     }
     let data = match value.data {
@@ -381,8 +527,13 @@ pub(super) fn constant_of_shape(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId
 pub(super) fn range(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let mut t = Vec::with_capacity(3);
     for (i, what) in [(0, "start"), (1, "limit"), (2, "delta")] {
-        let v = c.const_input(n, i, what)?.ok_or_else(|| n.err(format!("input '{what}' is missing")))?;
-        if v.numel() != 1 || v.dtype() != t.first().map_or(v.dtype(), |f: &std::sync::Arc<Tensor>| f.dtype()) {
+        let v = c
+            .const_input(n, i, what)?
+            .ok_or_else(|| n.err(format!("input '{what}' is missing")))?;
+        if v.numel() != 1
+            || t.first()
+                .is_some_and(|f: &Arc<Tensor>| f.dtype() != v.dtype())
+        {
             return Err(n.err("start, limit and delta must be scalars of one type"));
         }
         t.push(v);
@@ -421,7 +572,10 @@ pub(super) fn range(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         _ => return Err(n.err(format!("Range of {} is not supported", t[0].dtype()))),
     };
     let len = data.len();
-    Ok(vec![c.constant(n, Tensor::new(vec![len], data).map_err(|e| n.err(e))?)])
+    Ok(vec![c.constant(
+        n,
+        Tensor::new(vec![len], data).map_err(|e| n.err(e))?,
+    )])
 }
 
 pub(super) fn constant(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
@@ -430,13 +584,24 @@ pub(super) fn constant(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     } else if let Some(v) = n.attr_float_opt("value_float")? {
         Tensor::scalar_f32(v)
     } else if let Some(v) = n.attr_floats("value_floats")? {
-        Tensor { shape: vec![v.len()], data: TensorData::F32(v.to_vec()) }
+        Tensor {
+            shape: vec![v.len()],
+            data: TensorData::F32(v.to_vec()),
+        }
     } else if let Some(v) = n.attr_int_opt("value_int")? {
-        Tensor { shape: vec![], data: TensorData::I64(vec![v]) }
+        Tensor {
+            shape: vec![],
+            data: TensorData::I64(vec![v]),
+        }
     } else if let Some(v) = n.attr_ints("value_ints")? {
-        Tensor { shape: vec![v.len()], data: TensorData::I64(v.to_vec()) }
+        Tensor {
+            shape: vec![v.len()],
+            data: TensorData::I64(v.to_vec()),
+        }
     } else {
-        let other = ["sparse_value", "value_string", "value_strings"].into_iter().find(|a| n.has_attr(a));
+        let other = ["sparse_value", "value_string", "value_strings"]
+            .into_iter()
+            .find(|a| n.has_attr(a));
         return Err(match other {
             Some(a) => n.err(format!("attribute '{a}' is not supported")),
             None => n.err("has no value attribute"),
@@ -487,7 +652,15 @@ pub(super) fn arg_max(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     if n.op == "ArgMin" {
         x = c.op(n, Op::Unary(UnaryOp::Neg), &[x])?;
     }
-    Ok(vec![c.op(n, Op::ArgMax { axis, keepdims, select_last }, &[x])?])
+    Ok(vec![c.op(
+        n,
+        Op::ArgMax {
+            axis,
+            keepdims,
+            select_last,
+        },
+        &[x],
+    )?])
 }
 
 #[cfg(test)]
@@ -496,7 +669,9 @@ mod tests {
 
     fn idx(d: usize, s: i64, e: i64, st: i64) -> Vec<i64> {
         let sd = slice_dim(d, s, e, st);
-        (0..sd.count as i64).map(|i| sd.start as i64 + i * sd.step).collect()
+        (0..sd.count as i64)
+            .map(|i| sd.start as i64 + i * sd.step)
+            .collect()
     }
 
     #[test]
@@ -509,5 +684,6 @@ mod tests {
         assert_eq!(idx(5, 3, 3, 1), Vec::<i64>::new());
         assert_eq!(idx(0, 0, -1, -1), Vec::<i64>::new());
         assert_eq!(idx(5, i64::MIN, i64::MAX, i64::MAX), vec![0]);
+        assert_eq!(slice_dim(5, 0, 1, i64::MAX).step, 1);
     }
 }

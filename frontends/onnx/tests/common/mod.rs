@@ -5,8 +5,8 @@ use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
 use onnx_protobuf::type_proto::{self, Value as TypeValue};
 use onnx_protobuf::{
-    AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
-    TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 pub const FLOAT: i32 = 1;
@@ -38,7 +38,11 @@ pub fn value_info(name: &str, elem: i32, dims: Option<&[&str]>) -> ValueInfoProt
     }
     let mut ty = TypeProto::new();
     ty.value = Some(TypeValue::TensorType(t));
-    ValueInfoProto { name: name.into(), type_: Some(ty).into(), ..Default::default() }
+    ValueInfoProto {
+        name: name.into(),
+        type_: Some(ty).into(),
+        ..Default::default()
+    }
 }
 
 impl M {
@@ -46,8 +50,16 @@ impl M {
         let mut model = ModelProto::new();
         model.ir_version = 8;
         model.producer_name = "nnc-tests".into();
-        model.opset_import.push(OperatorSetIdProto { domain: String::new(), version: opset, ..Default::default() });
-        model.graph = Some(GraphProto { name: "test".into(), ..Default::default() }).into();
+        model.opset_import.push(OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+            ..Default::default()
+        });
+        model.graph = Some(GraphProto {
+            name: "test".into(),
+            ..Default::default()
+        })
+        .into();
         M { model }
     }
 
@@ -68,7 +80,10 @@ impl M {
     }
 
     pub fn output(mut self, name: &str) -> Self {
-        self.g().output.push(ValueInfoProto { name: name.into(), ..Default::default() });
+        self.g().output.push(ValueInfoProto {
+            name: name.into(),
+            ..Default::default()
+        });
         self
     }
 
@@ -77,7 +92,14 @@ impl M {
         self
     }
 
-    pub fn node(mut self, name: &str, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> Self {
+    pub fn node(
+        mut self,
+        name: &str,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) -> Self {
         self.g().node.push(node(name, op, inputs, outputs, attrs));
         self
     }
@@ -87,7 +109,13 @@ impl M {
     }
 }
 
-pub fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
+pub fn node(
+    name: &str,
+    op: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attribute: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         name: name.into(),
         op_type: op.into(),
@@ -99,33 +127,64 @@ pub fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str], attribute: 
 }
 
 pub fn tf32(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
-    TensorProto { name: name.into(), data_type: FLOAT, dims: dims.to_vec(), float_data: data.to_vec(), ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        data_type: FLOAT,
+        dims: dims.to_vec(),
+        float_data: data.to_vec(),
+        ..Default::default()
+    }
 }
 
 pub fn ti64(name: &str, dims: &[i64], data: &[i64]) -> TensorProto {
-    TensorProto { name: name.into(), data_type: INT64, dims: dims.to_vec(), int64_data: data.to_vec(), ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        data_type: INT64,
+        dims: dims.to_vec(),
+        int64_data: data.to_vec(),
+        ..Default::default()
+    }
 }
 
 fn attr(name: &str, ty: AttributeType) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: ty.into(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        type_: ty.into(),
+        ..Default::default()
+    }
 }
 
 pub fn ai(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { i: v, ..attr(name, AttributeType::INT) }
+    AttributeProto {
+        i: v,
+        ..attr(name, AttributeType::INT)
+    }
 }
 
 pub fn ais(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { ints: v.to_vec(), ..attr(name, AttributeType::INTS) }
+    AttributeProto {
+        ints: v.to_vec(),
+        ..attr(name, AttributeType::INTS)
+    }
 }
 
 pub fn af(name: &str, v: f32) -> AttributeProto {
-    AttributeProto { f: v, ..attr(name, AttributeType::FLOAT) }
+    AttributeProto {
+        f: v,
+        ..attr(name, AttributeType::FLOAT)
+    }
 }
 
 pub fn astr(name: &str, v: &str) -> AttributeProto {
-    AttributeProto { s: v.as_bytes().to_vec(), ..attr(name, AttributeType::STRING) }
+    AttributeProto {
+        s: v.as_bytes().to_vec(),
+        ..attr(name, AttributeType::STRING)
+    }
 }
 
 pub fn at(name: &str, t: TensorProto) -> AttributeProto {
-    AttributeProto { t: Some(t).into(), ..attr(name, AttributeType::TENSOR) }
+    AttributeProto {
+        t: Some(t).into(),
+        ..attr(name, AttributeType::TENSOR)
+    }
 }
