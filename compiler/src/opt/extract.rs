@@ -71,13 +71,90 @@ pub fn extract(eg: &EG, roots: &[Id], own: &dyn Fn(&EG, &Nnc) -> Option<f64>) ->
             }
         }
     }
-    let mut all: BTreeMap<Id, f64> = BTreeMap::new();
-    for &r in roots {
-        let (_, s, _) = best.get(&eg.find(r))?;
-        all.extend(s.iter().map(|(k, v)| (*k, *v)));
+    let mut choice: HashMap<Id, Nnc> = best.into_iter().map(|(k, (_, _, n))| (k, n)).collect();
+    let roots: Vec<Id> = roots.iter().map(|&r| eg.find(r)).collect();
+    let mut total = dag_cost(eg, &choice, &roots, own)?;
+    // Greedy choices are per class; a class shared by several roots can make
+    // a locally dearer node globally cheaper (e.g. keep mul(conv) when the
+    // conv is needed anyway). Improve by single-class swaps on the whole DAG.
+    for _ in 0..3 {
+        let mut improved = false;
+        let mut live: Vec<Id> = reachable(eg, &choice, &roots).into_iter().collect();
+        live.sort();
+        for cid in live {
+            for node in &eg[cid].nodes {
+                if Some(node) == choice.get(&cid) || own(eg, node).is_none() {
+                    continue;
+                }
+                if node.children().iter().any(|c| !choice.contains_key(&eg.find(*c))) {
+                    continue;
+                }
+                let old = choice.insert(cid, node.clone()).expect("live classes are chosen");
+                match dag_cost(eg, &choice, &roots, own) {
+                    Some(t) if t < total - 1e-6 => {
+                        total = t;
+                        improved = true;
+                    }
+                    _ => {
+                        choice.insert(cid, old);
+                    }
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
     }
-    Some(Choice {
-        total: all.values().sum(),
-        best: best.into_iter().map(|(k, (_, _, n))| (k, n)).collect(),
-    })
+    Some(Choice { total, best: choice })
+}
+
+/// Classes reachable from the roots through the chosen nodes.
+fn reachable(eg: &EG, choice: &HashMap<Id, Nnc>, roots: &[Id]) -> std::collections::BTreeSet<Id> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack: Vec<Id> = roots.to_vec();
+    while let Some(c) = stack.pop() {
+        let c = eg.find(c);
+        if !seen.insert(c) {
+            continue;
+        }
+        if let Some(n) = choice.get(&c) {
+            stack.extend(n.children().iter().copied());
+        }
+    }
+    seen
+}
+
+/// Sum of own costs over the distinct classes the chosen DAG needs; None if
+/// the choice has a cycle or a missing class.
+fn dag_cost(eg: &EG, choice: &HashMap<Id, Nnc>, roots: &[Id], own: &dyn Fn(&EG, &Nnc) -> Option<f64>) -> Option<f64> {
+    // Iterative DFS with colors: 1 = on the current path, 2 = finished.
+    let mut state: HashMap<Id, u8> = HashMap::new();
+    let mut total = 0.0;
+    for &r in roots {
+        let mut stack: Vec<(Id, bool)> = vec![(eg.find(r), false)];
+        while let Some((c, exiting)) = stack.pop() {
+            if exiting {
+                state.insert(c, 2);
+                continue;
+            }
+            match state.get(&c) {
+                Some(2) => continue,
+                Some(1) => return None,
+                _ => {}
+            }
+            let n = choice.get(&c)?;
+            state.insert(c, 1);
+            total += own(eg, n)?;
+            stack.push((c, true));
+            for &ch in n.children() {
+                let ch = eg.find(ch);
+                match state.get(&ch) {
+                    Some(2) => {}
+                    Some(1) => return None,
+                    _ => stack.push((ch, false)),
+                }
+            }
+        }
+    }
+    Some(total)
 }

@@ -271,3 +271,6 @@ fn build(
     memo.insert(class, id);
     Some(id)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,240 @@
+//! One test per rule, egg style: a small graph `before` and the op list it
+//! must become `after`, plus a numerical check that both graphs compute the
+//! same function (reference evaluator, random inputs).
+
+use super::{cost::Machine, optimize, Limits};
+use crate::ir::{eval, BinaryOp, DType, Graph, Op, ReduceOp, Tensor, TensorType, UnaryOp, ValueId, ValueKind, Window};
+
+fn f32t(shape: &[usize]) -> TensorType {
+    TensorType::new(DType::F32, shape.to_vec())
+}
+
+fn scalar(g: &mut Graph, x: f32) -> ValueId {
+    g.add_const(format!("c{x}"), Tensor::scalar_f32(x))
+}
+
+fn konst(g: &mut Graph, shape: &[usize], seed: u64) -> ValueId {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect();
+    g.add_const(format!("k{seed}"), Tensor::f32(shape.to_vec(), v).unwrap())
+}
+
+fn op(g: &mut Graph, o: Op, args: &[ValueId]) -> ValueId {
+    g.add_op("v", o, args).unwrap()
+}
+
+fn bin(g: &mut Graph, b: BinaryOp, x: ValueId, y: ValueId) -> ValueId {
+    op(g, Op::Binary(b), &[x, y])
+}
+
+/// Live op names of a graph, in order.
+fn ops(g: &Graph) -> Vec<&'static str> {
+    let uses = g.use_counts();
+    g.ids()
+        .filter(|i| uses[i.index()] > 0)
+        .filter_map(|i| match &g.value(i).kind {
+            ValueKind::Op { op, .. } => Some(op.name()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Optimizes, checks the op list, and checks both graphs agree numerically.
+fn check(g: Graph, after: &[&str]) {
+    let (o, _) = optimize(&g, &Machine::x86_64_sse(), &Limits::default());
+    assert_eq!(ops(&o), after, "optimized:\n{}", crate::ir::text::print(&o));
+    let inputs: Vec<Tensor> = g
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let t = g.ty(i);
+            let v = (0..t.numel()).map(|j| ((j * 7919 + k * 104729) % 997) as f32 / 300.0 - 1.6).collect();
+            Tensor::f32(t.shape.clone(), v).unwrap()
+        })
+        .collect();
+    let a = eval::eval_graph(&g, &inputs).unwrap();
+    let b = eval::eval_graph(&o, &inputs).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        for (p, q) in x.as_f32().unwrap().iter().zip(y.as_f32().unwrap()) {
+            assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{p} vs {q}");
+        }
+    }
+}
+
+fn graph(inputs: &[&[usize]]) -> (Graph, Vec<ValueId>) {
+    let mut g = Graph::new("t");
+    let ids = inputs.iter().enumerate().map(|(i, s)| g.add_input(format!("x{i}"), f32t(s))).collect();
+    (g, ids)
+}
+
+#[test]
+fn silu() {
+    // x·sigmoid(x) => silu(x)
+    let (mut g, x) = graph(&[&[2, 8]]);
+    let s = op(&mut g, Op::Unary(UnaryOp::Sigmoid), &[x[0]]);
+    let y = bin(&mut g, BinaryOp::Mul, x[0], s);
+    g.add_output("y", y);
+    check(g, &["silu"]);
+}
+
+#[test]
+fn gelu_erf_form() {
+    // x·0.5·(1 + erf(x/√2)) => gelu(x)
+    let (mut g, x) = graph(&[&[2, 8]]);
+    let r2 = scalar(&mut g, std::f32::consts::SQRT_2);
+    let half = scalar(&mut g, 0.5);
+    let one = scalar(&mut g, 1.0);
+    let d = bin(&mut g, BinaryOp::Div, x[0], r2);
+    let e = op(&mut g, Op::Unary(UnaryOp::Erf), &[d]);
+    let a = bin(&mut g, BinaryOp::Add, e, one);
+    let h = bin(&mut g, BinaryOp::Mul, x[0], half);
+    let y = bin(&mut g, BinaryOp::Mul, h, a);
+    g.add_output("y", y);
+    check(g, &["gelu"]);
+}
+
+#[test]
+fn hard_swish() {
+    // x·hard_sigmoid(x; 1/6, 1/2) => hard_swish(x)
+    let (mut g, x) = graph(&[&[3, 5]]);
+    let hs = op(&mut g, Op::Unary(UnaryOp::HardSigmoid { alpha: (1.0f32 / 6.0).into(), beta: 0.5.into() }), &[x[0]]);
+    let y = bin(&mut g, BinaryOp::Mul, x[0], hs);
+    g.add_output("y", y);
+    check(g, &["hard_swish"]);
+}
+
+#[test]
+fn layer_norm_from_parts() {
+    // (x − mean)/√(mean((x − mean)²) + ε)·γ + β => layer_norm(x, γ, β)
+    let (mut g, x) = graph(&[&[4, 16]]);
+    let mean = Op::Reduce { op: ReduceOp::Mean, axes: vec![1], keepdims: true };
+    let m = op(&mut g, mean.clone(), &[x[0]]);
+    let d = bin(&mut g, BinaryOp::Sub, x[0], m);
+    let two = scalar(&mut g, 2.0);
+    let p = bin(&mut g, BinaryOp::Pow, d, two);
+    let v = op(&mut g, mean, &[p]);
+    let eps = scalar(&mut g, 1e-5);
+    let ve = bin(&mut g, BinaryOp::Add, v, eps);
+    let s = op(&mut g, Op::Unary(UnaryOp::Sqrt), &[ve]);
+    let n = bin(&mut g, BinaryOp::Div, d, s);
+    let gamma = konst(&mut g, &[16], 3);
+    let beta = konst(&mut g, &[16], 4);
+    let y = bin(&mut g, BinaryOp::Mul, n, gamma);
+    let y = bin(&mut g, BinaryOp::Add, y, beta);
+    g.add_output("y", y);
+    check(g, &["layer_norm"]);
+}
+
+fn conv2d(g: &mut Graph, x: ValueId, cout: usize, cin: usize) -> ValueId {
+    let w = konst(g, &[cout, cin, 3, 3], 9);
+    let win = Window { kernel: vec![3, 3], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![1, 1, 1, 1], ceil_mode: false };
+    op(g, Op::Conv { window: win, group: 1 }, &[x, w])
+}
+
+#[test]
+fn batchnorm_folds_into_conv() {
+    // conv(x, w)·s + t => conv(x, w·s, t)  (s, t per output channel)
+    let (mut g, x) = graph(&[&[1, 3, 6, 6]]);
+    let c = conv2d(&mut g, x[0], 4, 3);
+    let s = konst(&mut g, &[4, 1, 1], 5);
+    let t = konst(&mut g, &[4, 1, 1], 6);
+    let y = bin(&mut g, BinaryOp::Mul, c, s);
+    let y = bin(&mut g, BinaryOp::Add, y, t);
+    g.add_output("y", y);
+    check(g, &["conv"]);
+}
+
+#[test]
+fn shared_conv_is_not_duplicated() {
+    // A large conv used twice: folding the scale into one use would compute
+    // the conv twice; the DAG-aware extractor keeps one conv and the mul.
+    let (mut g, x) = graph(&[&[1, 32, 28, 28]]);
+    let c = conv2d(&mut g, x[0], 32, 32);
+    let s = konst(&mut g, &[32, 1, 1], 5);
+    let y1 = bin(&mut g, BinaryOp::Mul, c, s);
+    let y2 = op(&mut g, Op::Unary(UnaryOp::Relu), &[c]);
+    g.add_output("y1", y1);
+    g.add_output("y2", y2);
+    let (o, _) = optimize(&g, &Machine::x86_64_sse(), &Limits::default());
+    assert_eq!(ops(&o).iter().filter(|n| **n == "conv").count(), 1, "{}", crate::ir::text::print(&o));
+}
+
+#[test]
+fn matmul_bias_becomes_gemm() {
+    // matmul(x, W) + b => reshape(gemm(reshape(x), W, b))
+    let (mut g, x) = graph(&[&[2, 5, 8]]);
+    let w = konst(&mut g, &[8, 6], 1);
+    let b = konst(&mut g, &[6], 2);
+    let m = op(&mut g, Op::MatMul, &[x[0], w]);
+    let y = bin(&mut g, BinaryOp::Add, m, b);
+    g.add_output("y", y);
+    check(g, &["reshape", "gemm", "reshape"]);
+}
+
+#[test]
+fn transposes_cancel() {
+    // transpose(transpose(x, p), p⁻¹) => x
+    let (mut g, x) = graph(&[&[2, 3, 4]]);
+    let t1 = op(&mut g, Op::Transpose { perm: vec![2, 0, 1] }, &[x[0]]);
+    let t2 = op(&mut g, Op::Transpose { perm: vec![1, 2, 0] }, &[t1]);
+    let y = op(&mut g, Op::Unary(UnaryOp::Relu), &[t2]);
+    g.add_output("y", y);
+    check(g, &["relu"]);
+}
+
+#[test]
+fn reshapes_merge() {
+    // reshape(reshape(x, a), b) => reshape(x, b)
+    let (mut g, x) = graph(&[&[2, 3, 4]]);
+    let r1 = op(&mut g, Op::Reshape { shape: vec![6, 4] }, &[x[0]]);
+    let r2 = op(&mut g, Op::Reshape { shape: vec![24] }, &[r1]);
+    let y = op(&mut g, Op::Unary(UnaryOp::Relu), &[r2]);
+    g.add_output("y", y);
+    check(g, &["reshape", "relu"]);
+}
+
+#[test]
+fn multiply_by_one_vanishes() {
+    // x·1 => x
+    let (mut g, x) = graph(&[&[5]]);
+    let one = scalar(&mut g, 1.0);
+    let m = bin(&mut g, BinaryOp::Mul, x[0], one);
+    let y = op(&mut g, Op::Unary(UnaryOp::Exp), &[m]);
+    g.add_output("y", y);
+    check(g, &["exp"]);
+}
+
+/// softmax(q·kᵀ·s + mask)·v in the layout of a BERT export.
+fn attention_graph(div: bool, mask: bool) -> Graph {
+    let (mut g, x) = graph(&[&[1, 2, 5, 4], &[1, 2, 4, 5], &[1, 2, 5, 4], &[1, 1, 1, 5]]);
+    let s = op(&mut g, Op::MatMul, &[x[0], x[1]]);
+    let s = if div {
+        let c = scalar(&mut g, 2.0);
+        bin(&mut g, BinaryOp::Div, s, c)
+    } else {
+        let c = scalar(&mut g, 0.5);
+        bin(&mut g, BinaryOp::Mul, s, c)
+    };
+    let s = if mask { bin(&mut g, BinaryOp::Add, s, x[3]) } else { s };
+    let p = op(&mut g, Op::Softmax { axis: 3, log: false }, &[s]);
+    let y = op(&mut g, Op::MatMul, &[p, x[2]]);
+    g.add_output("y", y);
+    g
+}
+
+#[test]
+fn attention_forms_fuse() {
+    // matmul(softmax(q·kᵀ / s [+ m]), v) => attention(q, kᵀ, v [, m])
+    for (div, mask) in [(true, true), (true, false), (false, true), (false, false)] {
+        check(attention_graph(div, mask), &["attention"]);
+    }
+}
+
+#[test]
+fn deterministic() {
+    let g = attention_graph(true, true);
+    let (a, _) = optimize(&g, &Machine::x86_64_sse(), &Limits::default());
+    let (b, _) = optimize(&g, &Machine::x86_64_sse(), &Limits::default());
+    assert_eq!(crate::ir::text::print(&a), crate::ir::text::print(&b));
+}
