@@ -35,6 +35,7 @@ pub fn object(
     target: Target,
 ) -> Result<Vec<u8>, ArtifactError> {
     let has_fma = target.has_fma;
+    let gemm_level = target.gemm_level;
     let builder = ObjectBuilder::new(
         target.isa,
         prefix.as_bytes().to_vec(),
@@ -42,7 +43,10 @@ pub fn object(
     )
     .map_err(|e| ArtifactError::Object(e.to_string()))?;
     let mut module = ObjectModule::new(builder);
-    codegen::define_model(&mut module, g, plan, prefix, &codegen::Options { has_fma })?;
+    codegen::define_model(&mut module, g, plan, prefix, &codegen::Options {
+                has_fma,
+                gemm_level,
+            })?;
     let product = module.finish();
     product
         .emit()

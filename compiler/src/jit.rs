@@ -42,10 +42,14 @@ impl JitModel {
     pub fn compile(g: &Graph, plan: &Plan) -> Result<JitModel, String> {
         let t = target::build(&target::host_triple(), target::Cpu::Native, false)?;
         let has_fma = t.has_fma;
+        let gemm_level = t.gemm_level;
         let builder = JITBuilder::with_isa(t.isa, cranelift_module::default_libcall_names());
         let mut module = JITModule::new(builder);
         let entry =
-            codegen::define_model(&mut module, g, plan, "jit", &codegen::Options { has_fma })
+            codegen::define_model(&mut module, g, plan, "jit", &codegen::Options {
+                has_fma,
+                gemm_level,
+            })
                 .map_err(|e| e.to_string())?;
         module.finalize_definitions().map_err(|e| e.to_string())?;
         let run_ptr = module.get_finalized_function(entry.run);

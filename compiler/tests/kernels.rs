@@ -2150,3 +2150,34 @@ fn attention() {
     }
     ck.finish();
 }
+
+#[test]
+fn conv_algorithms() {
+    use nnc_compiler::ir::ConvAlgo;
+    let mut ck = Checker::new("conv algorithms");
+    let mut rng = Rng::new(23);
+    // (x shape, w shape, kernel, strides, dilations, pads, group, algo)
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(Vec<usize>, Vec<usize>, [usize; 2], [usize; 2], [usize; 2], [usize; 4], usize, ConvAlgo)> = vec![
+        (vec![1, 3, 9, 7], vec![4, 3, 3, 3], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, ConvAlgo::Im2col { chunk_rows: 3 }),
+        (vec![2, 4, 10, 10], vec![6, 2, 3, 3], [3, 3], [2, 2], [1, 1], [1, 0, 2, 1], 2, ConvAlgo::Im2col { chunk_rows: 1 }),
+        (vec![1, 2, 12, 5], vec![3, 2, 2, 2], [2, 2], [1, 1], [2, 2], [0, 0, 0, 0], 1, ConvAlgo::Im2col { chunk_rows: 5 }),
+        (vec![1, 8, 11, 13], vec![8, 1, 3, 3], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 8, ConvAlgo::Depthwise),
+        (vec![2, 5, 17, 9], vec![5, 1, 5, 3], [5, 3], [2, 1], [1, 2], [2, 1, 2, 3], 5, ConvAlgo::Depthwise),
+        (vec![1, 3, 7, 7], vec![3, 1, 3, 3], [3, 3], [2, 2], [1, 1], [0, 0, 1, 1], 3, ConvAlgo::Depthwise),
+        (vec![1, 6, 5, 9], vec![4, 6, 1, 1], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 1, ConvAlgo::Pointwise),
+    ];
+    for (xs, ws, kernel, strides, dil, pads, group, algo) in cases {
+        for bias in [false, true] {
+            let window = win(&kernel, &strides, &dil, &pads, false);
+            let mut ts = vec![randn(&mut rng, &xs), randn(&mut rng, &ws)];
+            if bias {
+                ts.push(randn(&mut rng, &[ws[0]]));
+            }
+            let k = ws[1] * kernel[0] * kernel[1];
+            let op = Op::ConvImpl { window, group, algo };
+            ck.op(&format!("conv {algo:?} x{xs:?} w{ws:?} bias {bias}"), op, args_with_consts(ts, &[1, 2]), accum_tol(k, 1.0));
+        }
+    }
+    ck.finish();
+}

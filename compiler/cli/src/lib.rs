@@ -51,6 +51,9 @@ pub enum Error {
 pub struct Options {
     /// Concrete shapes for symbolic input dims (`--input-shape`).
     pub input_shapes: Vec<(String, Vec<usize>)>,
+    /// Graph inputs bound to constant values at compile time
+    /// (`--bind-input NAME=FILE.npy`); they leave the library's inputs.
+    pub bind_inputs: Vec<(String, ir::Tensor)>,
     /// Target triple (default: the host).
     pub target: Option<Triple>,
     /// CPU feature level (default: native for the host, generic when cross).
@@ -104,6 +107,7 @@ pub fn prepare_file(path: impl AsRef<Path>, opts: &Options) -> Result<Prepared, 
         path,
         &nnc_onnx::Options {
             input_shapes: opts.input_shapes.clone(),
+            bind_inputs: opts.bind_inputs.clone(),
         },
     )?;
     timings.lap("parse + shape inference + folding", &mut t);

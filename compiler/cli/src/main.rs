@@ -39,6 +39,9 @@ OPTIONS:
     --header PATH              Where to write the C header (default: OUT with .h)
     --name NAME                Symbol prefix (default: output file stem, non-alphanumerics -> _)
     --input-shape NAME=D0,D1   Fix the symbolic dims of input NAME (repeatable)
+    --bind-input NAME=FILE.npy Bind input NAME to this constant value at compile time; it
+                               leaves the library's inputs, and shapes, axes, pads, ...
+                               computed from it become constants (repeatable)
     --emit KIND                so (default), obj (object file only), ir, opt-ir (print IR to stdout),
                                egraph-stats (optimizer statistics)
     --no-opt                   Skip the egg optimizer,
@@ -123,6 +126,7 @@ struct CompileArgs {
     header: Option<PathBuf>,
     name: Option<String>,
     input_shapes: Vec<(String, Vec<usize>)>,
+    bind_inputs: Vec<(String, PathBuf)>,
     emit: Emit,
     target: Option<String>,
     cpu: Option<String>,
@@ -158,6 +162,7 @@ fn parse_compile(args: &[String]) -> Result<Option<CompileArgs>> {
         header: None,
         name: None,
         input_shapes: vec![],
+        bind_inputs: vec![],
         emit: Emit::So,
         target: None,
         cpu: None,
@@ -181,6 +186,16 @@ fn parse_compile(args: &[String]) -> Result<Option<CompileArgs>> {
             "--header" => a.header = Some(val(arg)?.into()),
             "--name" => a.name = Some(val(arg)?),
             "--input-shape" => a.input_shapes.push(parse_input_shape(&val(arg)?)?),
+            "--bind-input" => {
+                let v = val(arg)?;
+                let (name, file) = v
+                    .split_once('=')
+                    .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+                    .ok_or_else(|| {
+                        usage(format!("--bind-input '{v}' should look like NAME=FILE.npy"))
+                    })?;
+                a.bind_inputs.push((name.to_string(), PathBuf::from(file)));
+            }
             "--emit" => {
                 a.emit = match val(arg)?.as_str() {
                     "so" => Emit::So,
@@ -215,12 +230,29 @@ fn parse_compile(args: &[String]) -> Result<Option<CompileArgs>> {
     Ok(Some(a))
 }
 
+/// A runtime tensor (from .npy) as the IR's constant tensor.
+fn to_ir_tensor(t: &nnc::Tensor) -> Result<ir::Tensor> {
+    let shape = t.shape().to_vec();
+    let r = match t.dtype() {
+        nnc::DType::F32 => ir::Tensor::f32(shape, t.as_f32().unwrap_or_default().to_vec()),
+        nnc::DType::I64 => ir::Tensor::i64(shape, t.as_i64().unwrap_or_default().to_vec()),
+        nnc::DType::Bool => ir::Tensor::bool(shape, t.to_bools().unwrap_or_default()),
+    };
+    r.map_err(|e| anyhow::anyhow!(e))
+}
+
 fn compile(args: &[String]) -> Result<()> {
     let Some(a) = parse_compile(args)? else {
         return Ok(());
     };
+    let mut bind_inputs = Vec::with_capacity(a.bind_inputs.len());
+    for (name, file) in &a.bind_inputs {
+        let t = npy::read(file).map_err(|e| anyhow::anyhow!("--bind-input {name}: {e:#}"))?;
+        bind_inputs.push((name.clone(), to_ir_tensor(&t)?));
+    }
     let opts = nnc::Options {
         input_shapes: a.input_shapes.clone(),
+        bind_inputs,
         target: match &a.target {
             Some(t) => Some(
                 target_lexicon::Triple::from_str(t)
@@ -242,6 +274,7 @@ fn compile(args: &[String]) -> Result<()> {
             &a.model,
             &nnc_onnx::Options {
                 input_shapes: opts.input_shapes.clone(),
+                bind_inputs: opts.bind_inputs.clone(),
             },
         )?;
         print!("{}", ir::text::print(&g));

@@ -5,7 +5,8 @@
 use super::gemm::{self, Bias, GemmSpec, Strides};
 use super::kb::Kb;
 use super::movement;
-use cranelift_codegen::ir::Value;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// A 2-D view of a 1-D or 2-D convolution (1-D has H = KH = 1).
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +25,9 @@ pub struct ConvGeom {
     /// Begin pads (end pads only shape the output size).
     pub pad: [usize; 2],
     pub group: usize,
+    /// Output rows unfolded per im2col chunk (divides `oh`): the tiling
+    /// parameter that keeps the unfolded block cache-resident.
+    pub chunk_rows: usize,
 }
 
 impl ConvGeom {
@@ -44,7 +48,17 @@ impl ConvGeom {
         if self.is_pointwise() {
             0
         } else {
-            4 * (self.c / self.group) * self.kh * self.kw * self.oh * self.ow
+            4 * (self.c / self.group) * self.kh * self.kw * self.rows() * self.ow
+        }
+    }
+
+    /// Rows per chunk, sanitized (a divisor of `oh`, at least 1).
+    pub fn rows(&self) -> usize {
+        let r = self.chunk_rows.clamp(1, self.oh.max(1));
+        if self.oh % r == 0 {
+            r
+        } else {
+            self.oh.max(1)
         }
     }
 }
@@ -83,68 +97,79 @@ pub fn emit(
     let mg = g.m / g.group;
     let kdim = cg * g.kh * g.kw;
     let ohw = g.oh * g.ow;
+    let pointwise = g.is_pointwise() || g.scratch_bytes() == 0;
+    let rows = if pointwise { g.oh.max(1) } else { g.rows() };
     let spec = GemmSpec {
         m: mg,
-        n: ohw,
+        n: if pointwise { ohw } else { rows * g.ow },
         k: kdim,
         a: Strides { row: kdim, col: 1 },
-        b_row: if g.is_pointwise() { g.h * g.w } else { ohw },
+        b_row: if pointwise { g.h * g.w } else { rows * g.ow },
         c_row: ohw,
         alpha: 1.0,
-        bias: bias.map(|_| Bias {
-            strides: Strides { row: 1, col: 0 },
-            beta: 1.0,
-        }),
+        bias: bias.map(|_| Bias { strides: Strides { row: 1, col: 0 }, beta: 1.0 }),
         relu,
     };
     for n in 0..g.n {
         for grp in 0..g.group {
             let xin = k.offset(x, (4 * (n * g.c + grp * cg) * g.h * g.w) as i64);
-            // No scratch also when it would be empty (zero input channels:
-            // K = 0 and the GEMM never reads B; the planner allocates nothing).
-            let b = if g.is_pointwise() || g.scratch_bytes() == 0 {
-                xin
-            } else {
-                let s = scratch.expect("planner allocates im2col scratch");
-                im2col(k, g, xin, s);
-                s
-            };
             let a = k.offset(w, (4 * grp * mg * kdim) as i64);
             let c = k.offset(y, (4 * (n * g.m + grp * mg) * ohw) as i64);
             let bi = bias.map(|p| k.offset(p, (4 * grp * mg) as i64));
-            gemm::emit(k, &spec, a, b, c, bi);
+            // No scratch also when it would be empty (zero input channels:
+            // K = 0 and the GEMM never reads B; the planner allocates nothing).
+            if pointwise {
+                gemm::emit(k, &spec, a, xin, c, bi);
+                continue;
+            }
+            let s = scratch.expect("planner allocates im2col scratch");
+            // Chunks of `rows` output rows: unfold, then multiply into C's columns.
+            k.for_range(0, g.oh as i64, rows as i64, |k, r0| {
+                im2col(k, g, xin, s, r0, rows);
+                let cc = k.index(c, r0, (4 * g.ow) as i64);
+                gemm::emit(k, &spec, a, s, cc, bi);
+            });
         }
     }
 }
 
-/// Unfolds one group of one image: row (c, kh, kw), column (oh, ow).
-fn im2col(k: &mut Kb, g: &ConvGeom, x: Value, col: Value) {
+/// Unfolds output rows r0..r0+rows of one group of one image: row
+/// (c, kh, kw), column (oh − r0, ow).
+fn im2col(k: &mut Kb, g: &ConvGeom, x: Value, col: Value, r0: Value, rows: usize) {
     let cg = g.c / g.group;
-    let ohw = g.oh * g.ow;
+    let width = rows * g.ow;
     let taps = g.kh * g.kw;
     k.for_range(0, cg as i64, 1, |k, c| {
         let xc = k.index(x, c, (4 * g.h * g.w) as i64);
-        let rows = k.index(col, c, (4 * taps * ohw) as i64);
+        let rowsp = k.index(col, c, (4 * taps * width) as i64);
         for kh in 0..g.kh {
             let (h_lo, h_hi) = valid_range(g.oh, g.h, g.stride[0], g.pad[0], g.dil[0], kh);
             for kw in 0..g.kw {
                 let (w_lo, w_hi) = valid_range(g.ow, g.w, g.stride[1], g.pad[1], g.dil[1], kw);
-                let row = k.offset(rows, (4 * (kh * g.kw + kw) * ohw) as i64);
+                let row = k.offset(rowsp, (4 * (kh * g.kw + kw) * width) as i64);
                 if h_lo >= h_hi || w_lo >= w_hi {
-                    movement::fill_zero(k, row, 4 * ohw);
+                    movement::fill_zero(k, row, 4 * width);
                     continue;
                 }
-                movement::fill_zero(k, row, 4 * h_lo * g.ow);
-                let tail = k.offset(row, (4 * h_hi * g.ow) as i64);
-                movement::fill_zero(k, tail, 4 * (g.oh - h_hi) * g.ow);
-                k.for_range(h_lo as i64, h_hi as i64, 1, |k, oh| {
-                    let dst = k.index(row, oh, (4 * g.ow) as i64);
+                k.for_range(0, rows as i64, 1, |k, rr| {
+                    let dst = k.index(row, rr, (4 * g.ow) as i64);
+                    let oh = k.b.ins().iadd(r0, rr);
+                    // Rows whose input row falls in the padding are zero.
+                    let lo = k.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, oh, h_lo as i64);
+                    let hi = k.b.ins().icmp_imm_s(IntCC::SignedLessThan, oh, h_hi as i64);
+                    let inside = k.b.ins().band(lo, hi);
+                    let copy_b = k.b.create_block();
+                    let zero_b = k.b.create_block();
+                    let join = k.b.create_block();
+                    k.b.ins().brif(inside, copy_b, &[], zero_b, &[]);
+                    k.b.switch_to_block(zero_b);
+                    k.b.seal_block(zero_b);
+                    movement::fill_zero(k, dst, 4 * g.ow);
+                    k.b.ins().jump(join, &[]);
+                    k.b.switch_to_block(copy_b);
+                    k.b.seal_block(copy_b);
                     // input row ih = oh·s − p + kh·d
-                    let ih = k.b_ins_imul_add(
-                        oh,
-                        g.stride[0] as i64,
-                        kh as i64 * g.dil[0] as i64 - g.pad[0] as i64,
-                    );
+                    let ih = k.b_ins_imul_add(oh, g.stride[0] as i64, kh as i64 * g.dil[0] as i64 - g.pad[0] as i64);
                     let src_row = k.index(xc, ih, (4 * g.w) as i64);
                     movement::fill_zero(k, dst, 4 * w_lo);
                     let dtail = k.offset(dst, (4 * w_hi) as i64);
@@ -163,6 +188,9 @@ fn im2col(k: &mut Kb, g: &ConvGeom, x: Value, col: Value) {
                             k.store_at(v, dst, i);
                         });
                     }
+                    k.b.ins().jump(join, &[]);
+                    k.b.switch_to_block(join);
+                    k.b.seal_block(join);
                 });
             }
         }

@@ -6,9 +6,10 @@
 //! stays in L1 while A streams from L2. B must be row-contiguous (column
 //! stride 1); callers transpose or pre-pack otherwise.
 
-use super::kb::{Kb, VF};
+use super::kb::{Kb, PTR, VF};
+use super::x86;
 use cranelift_codegen::ir::types::F32;
-use cranelift_codegen::ir::{Type, Value};
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
 pub const MR: usize = 4;
 pub const NR_VECS: usize = 2;
@@ -49,8 +50,114 @@ struct Ptrs {
     bias: Option<Value>,
 }
 
-/// Emits the whole GEMM for one (batch) instance.
+/// A compile-time B (weights): the assembled kernels read it pre-packed.
+pub struct ConstB<'t> {
+    /// Identifies the tensor (and layout) across call sites.
+    pub key: String,
+    /// `[K, N]` row-major, or `[N, K]` when `transposed`.
+    pub data: &'t [f32],
+    pub transposed: bool,
+}
+
+/// Emits the whole GEMM for one (batch) instance: a call to an assembled
+/// kernel when the target has one (x86-64 AVX2/AVX-512), else f32x4 loops.
 pub fn emit(k: &mut Kb, s: &GemmSpec, a: Value, b: Value, c: Value, bias: Option<Value>) {
+    if asm_call(k, s, a, Some(b), None, c, bias) {
+        return;
+    }
+    emit_cranelift(k, s, a, b, c, bias);
+}
+
+/// The GEMM with B a constant: one call to an assembled kernel that reads B
+/// pre-packed from its own data object. Returns false (emitting nothing)
+/// when no assembled kernel is available; the caller then materializes B
+/// and uses [`emit`].
+pub fn emit_const_b(
+    k: &mut Kb,
+    s: &GemmSpec,
+    a: Value,
+    b: &ConstB,
+    c: Value,
+    bias: Option<Value>,
+) -> bool {
+    asm_call(k, s, a, None, Some(b), c, bias)
+}
+
+fn asm_call(
+    k: &mut Kb,
+    s: &GemmSpec,
+    a: Value,
+    b: Option<Value>,
+    cb: Option<&ConstB>,
+    c: Value,
+    bias: Option<Value>,
+) -> bool {
+    let Some(be) = k.asm.as_deref_mut() else {
+        return false;
+    };
+    if s.bias.is_some_and(|x| x.strides.col > 1) || (s.bias.is_some() && bias.is_none()) {
+        return false;
+    }
+    let level = be.level();
+    let spec = x86::AsmGemm {
+        m: s.m,
+        n: s.n,
+        k: s.k,
+        a_row: s.a.row,
+        a_col: s.a.col,
+        b_row: s.b_row,
+        c_row: s.c_row,
+        alpha: s.alpha,
+        bias: s.bias.map(|x| (x.strides.row, x.strides.col, x.beta)),
+        relu: s.relu,
+        b_packed: cb.is_some(),
+    };
+    let packed = match cb {
+        Some(cb) => {
+            let t = x86::tiling(&spec, level);
+            let key = format!("{} {level:?} {}x{}x{} nv{}", cb.key, s.m, s.n, s.k, t.nv);
+            let mut make = || {
+                let (kk, n) = (s.k, s.n);
+                let rows: Vec<f32> = if cb.transposed {
+                    (0..kk * n).map(|e| cb.data[(e % n) * kk + e / n]).collect()
+                } else {
+                    cb.data[..kk * n].to_vec()
+                };
+                let dense = x86::AsmGemm { b_row: n, ..spec.clone() };
+                x86::pack_b(&dense, level, &t, &rows)
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect()
+            };
+            match be.data(&key, &mut make) {
+                Some(id) => Some(id),
+                None => return false,
+            }
+        }
+        None => None,
+    };
+    let Some((fid, sig)) = be.gemm(&spec) else {
+        return false;
+    };
+    let bptr = match (packed, b) {
+        (Some(id), _) => {
+            let gv = x86::backend::import_data(k.b.func, id);
+            k.b.ins().symbol_value(PTR, gv)
+        }
+        (None, Some(b)) => b,
+        (None, None) => return false,
+    };
+    let fref = x86::backend::import_function(k.b.func, fid, sig);
+    let bias = match bias {
+        Some(p) if s.bias.is_some() => p,
+        _ => k.iconst(0),
+    };
+    k.b.ins().call(fref, &[a, bptr, c, bias]);
+    true
+}
+
+/// The f32x4 Cranelift GEMM.
+fn emit_cranelift(k: &mut Kb, s: &GemmSpec, a: Value, b: Value, c: Value, bias: Option<Value>) {
     let p = Ptrs { a, b, c, bias };
     let nr = NR_VECS * 4;
     let n_full = s.n / nr * nr;

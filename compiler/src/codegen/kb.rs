@@ -5,6 +5,7 @@
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value};
+use super::x86::backend::GemmBackend;
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 /// The vector type every kernel uses: 128-bit is what Cranelift lowers on
@@ -18,6 +19,8 @@ pub struct Kb<'a> {
     /// Use fused multiply-add instructions (else mul + add, which never
     /// turns into a libm call).
     pub has_fma: bool,
+    /// Assembled x86-64 GEMMs (`gemm::emit` calls them when present).
+    pub asm: Option<&'a mut dyn GemmBackend>,
     mf: MemFlagsData,
 }
 
@@ -28,8 +31,15 @@ impl<'a> Kb<'a> {
         Kb {
             b,
             has_fma,
+            asm: None,
             mf: MemFlagsData::new().with_notrap(),
         }
+    }
+
+    /// Routes GEMMs to assembled kernels.
+    pub fn with_asm(mut self, asm: Option<&'a mut dyn GemmBackend>) -> Self {
+        self.asm = asm;
+        self
     }
 
     pub fn iconst(&mut self, x: i64) -> Value {
@@ -266,6 +276,21 @@ impl Kb<'_> {
             m
         } else {
             self.b.ins().iadd_imm_s(m, add)
+        }
+    }
+}
+
+/// Small integer helpers on the builder.
+pub trait InsExt {
+    fn ins_urem(&mut self, x: Value, m: i64) -> Value;
+}
+
+impl InsExt for FunctionBuilder<'_> {
+    fn ins_urem(&mut self, x: Value, m: i64) -> Value {
+        if m == 1 {
+            self.ins().iconst(I64, 0)
+        } else {
+            self.ins().urem_imm_u(x, m)
         }
     }
 }

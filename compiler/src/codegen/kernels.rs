@@ -11,6 +11,8 @@ use super::movement;
 use super::pool::{self, PoolGeom};
 use super::reduce::{self, Affine, Orc};
 use super::typed;
+use super::dwconv;
+use crate::ir::ConvAlgo;
 use crate::ir::{
     BinaryOp, DType, Graph, Op, PadMode, PoolKind, TensorType, UnaryOp, ValueId, ValueKind,
 };
@@ -69,12 +71,19 @@ pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
             "'{}' on data computed at run time is not supported",
             b.name()
         )),
+        Op::ArgMax { .. } if args[0].dtype == DType::F32 => Ok(()),
         Op::Where | Op::Cast { .. } | Op::ArgMax { .. } => Err(format!(
-            "'{}' on data computed at run time is not supported",
-            op.name()
+            "'{}' on {} data computed at run time is not supported",
+            op.name(),
+            args[0].dtype
         )),
         Op::MatMul | Op::Gemm { .. } => need_f32(op.name()),
-        Op::Conv { window, .. } | Op::Pool { window, .. } => {
+        Op::ConvImpl { group, algo: ConvAlgo::Depthwise, .. }
+            if !(args[0].shape[1] == *group && args[1].shape[0] == *group) =>
+        {
+            Err("depthwise algorithm on a conv that is not depthwise".into())
+        }
+        Op::Conv { window, .. } | Op::ConvImpl { window, .. } | Op::Pool { window, .. } => {
             need_f32(op.name())?;
             if window.spatial_rank() > 2 {
                 return Err(format!(
@@ -158,6 +167,7 @@ fn conv_geom(
         dil: sp(&window.dilations, 1),
         pad: sp(&window.pads[..window.spatial_rank()], 0),
         group,
+        chunk_rows: usize::MAX, // whole output: one im2col block
     }
 }
 
@@ -168,6 +178,14 @@ pub fn scratch_bytes(g: &Graph, id: ValueId) -> usize {
         Op::Conv { window, group } => {
             conv_geom(window, *group, args[0], args[1], g.ty(id)).scratch_bytes()
         }
+        Op::ConvImpl { window, group, algo } => match algo {
+            ConvAlgo::Im2col { chunk_rows } => {
+                let mut geom = conv_geom(window, *group, args[0], args[1], g.ty(id));
+                geom.chunk_rows = *chunk_rows;
+                geom.scratch_bytes()
+            }
+            ConvAlgo::Pointwise | ConvAlgo::Depthwise => 0,
+        },
         Op::Gemm { trans_b: true, .. } => args[1].bytes(),
         Op::Attention { .. } => attn_geom(op, &args, g.ty(id)).scratch_bytes(),
         _ => 0,
@@ -244,7 +262,10 @@ pub fn emit(
             };
             elementwise::emit(k, &Expr::binary(*b, Expr::Input(0), rhs), &l, a, out);
         }
-        Op::MatMul => matmul(k, args[0], args[1], y, a[0], a[1], out),
+        Op::MatMul => {
+            let cb = const_b(g, id, false);
+            matmul(k, args[0], args[1], y, a[0], a[1], out, cb.as_ref())
+        }
         Op::Gemm {
             alpha,
             beta,
@@ -258,16 +279,6 @@ pub fn emit(
                 (sa[0], sa[1])
             };
             let n = y.shape[1];
-            // An empty B (K = 0 or N = 0) is never read, and the planner
-            // gives a zero-byte scratch request no buffer: skip the transpose.
-            let bptr = if *trans_b && args[1].numel() > 0 {
-                // B is stored [N, K]: transpose into scratch so rows are contiguous.
-                let s = scratch.expect("scratch for transposed B");
-                movement::transpose(k, sb, &[1, 0], a[1], s, 4);
-                s
-            } else {
-                a[1]
-            };
             let bias = args.get(2).map(|c| {
                 let bs = broadcast_strides(&c.shape, &[m, n]);
                 Bias {
@@ -298,7 +309,24 @@ pub fn emit(
             } else {
                 None
             };
-            gemm::emit(k, &spec, a[0], bptr, out, bias_ptr);
+            // Constant B: the assembled kernel reads it pre-packed (the
+            // transpose happens at compile time).
+            let done = const_b(g, id, *trans_b)
+                .as_ref()
+                .is_some_and(|cb| gemm::emit_const_b(k, &spec, a[0], cb, out, bias_ptr));
+            if !done {
+                // An empty B (K = 0 or N = 0) is never read, and the planner
+                // gives a zero-byte scratch request no buffer: skip the transpose.
+                let bptr = if *trans_b && args[1].numel() > 0 {
+                    // B is stored [N, K]: transpose into scratch so rows are contiguous.
+                    let s = scratch.expect("scratch for transposed B");
+                    movement::transpose(k, sb, &[1, 0], a[1], s, 4);
+                    s
+                } else {
+                    a[1]
+                };
+                gemm::emit(k, &spec, a[0], bptr, out, bias_ptr);
+            }
         }
         Op::Conv { window, group } => {
             let geom = conv_geom(window, *group, args[0], args[1], y);
@@ -428,12 +456,26 @@ pub fn emit(
             );
             return k.get(status);
         }
+        Op::ConvImpl { window, group, algo } => {
+            let mut geom = conv_geom(window, *group, args[0], args[1], y);
+            match algo {
+                ConvAlgo::Depthwise => dwconv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out),
+                ConvAlgo::Im2col { chunk_rows } => {
+                    geom.chunk_rows = *chunk_rows;
+                    conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, scratch, false);
+                }
+                ConvAlgo::Pointwise => conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, None, false),
+            }
+        }
         Op::Attention { .. } => {
             let geom = attn_geom(op, &args, y);
             let s = scratch.expect("planner allocates the score block");
             attention::emit(k, &geom, a[0], a[1], a[2], a.get(3).copied(), out, s);
         }
-        Op::Where | Op::Cast { .. } | Op::ArgMax { .. } => unreachable!("refused by check()"),
+        Op::ArgMax { axis, select_last, .. } => {
+            reduce::argmax(k, Orc::new(&args[0].shape, *axis, *axis + 1), *select_last, a[0], out);
+        }
+        Op::Where | Op::Cast { .. } => unreachable!("refused by check()"),
     }
     zero
 }
@@ -496,8 +538,21 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// B (argument 1) of a MatMul/Gemm when it is an f32 constant.
+fn const_b(g: &Graph, id: ValueId, transposed: bool) -> Option<gemm::ConstB<'_>> {
+    let b_id = value_arg(g, id, 1);
+    let data = g.as_const(b_id)?.as_f32()?;
+    Some(gemm::ConstB {
+        key: format!("v{}", b_id.index()),
+        data,
+        transposed,
+    })
+}
+
 /// Batched, broadcasting matmul: loops over the batch dims and runs one
-/// GEMM per batch entry.
+/// GEMM per batch entry (one GEMM over all rows when B is shared and A's
+/// batch entries are contiguous).
+#[allow(clippy::too_many_arguments)]
 fn matmul(
     k: &mut Kb,
     at: &TensorType,
@@ -506,6 +561,7 @@ fn matmul(
     a: Value,
     b: Value,
     y: Value,
+    cb: Option<&gemm::ConstB>,
 ) {
     let a2: Vec<usize> = if at.rank() == 1 {
         vec![1, at.shape[0]]
@@ -537,6 +593,13 @@ fn matmul(
     };
     let nb: usize = batch.iter().product();
     let bst = crate::ir::contiguous_strides(&batch);
+    if nb == 1 || (sb.iter().all(|&s| s == 0) && sa == bst) {
+        let spec = GemmSpec { m: m * nb, ..spec };
+        if !cb.is_some_and(|cb| gemm::emit_const_b(k, &spec, a, cb, y, None)) {
+            gemm::emit(k, &spec, a, b, y, None);
+        }
+        return;
+    }
     // Batch index → operand offsets, computed at compile time per entry when
     // small, else by nested loops.
     batch_loop(

@@ -8,6 +8,7 @@
 
 mod attention;
 mod conv;
+mod dwconv;
 mod elementwise;
 mod gemm;
 mod kb;

@@ -26,15 +26,15 @@ pub struct PoolGeom {
 /// A run of outputs [o_lo, o_hi) with taps [t_lo, t_hi) valid and `count`
 /// taps inside the padded extent.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Run {
-    o_lo: usize,
-    o_hi: usize,
-    t_lo: usize,
-    t_hi: usize,
-    padded_count: usize,
+pub(super) struct Run {
+    pub o_lo: usize,
+    pub o_hi: usize,
+    pub t_lo: usize,
+    pub t_hi: usize,
+    pub padded_count: usize,
 }
 
-fn runs(out: usize, size: usize, k: usize, s: usize, d: usize, pb: usize, pe: usize) -> Vec<Run> {
+pub(super) fn runs(out: usize, size: usize, k: usize, s: usize, d: usize, pb: usize, pe: usize) -> Vec<Run> {
     let mut v: Vec<Run> = Vec::new();
     for o in 0..out {
         let base = (o * s) as i64 - pb as i64;

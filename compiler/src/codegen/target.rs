@@ -41,6 +41,10 @@ impl FromStr for Cpu {
 pub struct Target {
     pub isa: OwnedTargetIsa,
     pub has_fma: bool,
+    /// x86-64 vector level of the assembled GEMM kernels (`codegen::x86`);
+    /// None elsewhere (Cranelift GEMM). `NNC_ASM_GEMM=off` disables them,
+    /// `NNC_ASM_GEMM=avx2` keeps AVX-512 machines on the AVX2 kernels.
+    pub gemm_level: Option<crate::codegen::x86::Level>,
 }
 
 pub fn host_triple() -> Triple {
@@ -130,5 +134,25 @@ pub fn build(triple: &Triple, cpu: Cpu, pic: bool) -> Result<Target, String> {
     {
         return Err("nnc needs SSE4.1 on x86-64 (x86-64-v2 or newer)".into());
     }
-    Ok(Target { isa, has_fma })
+    let flag = |name: &str| {
+        isa.isa_flags()
+            .iter()
+            .any(|f| f.name == name && f.as_bool() == Some(true))
+    };
+    // NNC_ASM_GEMM=off|avx2 caps the level (comparisons, tests).
+    let cap = std::env::var("NNC_ASM_GEMM").unwrap_or_default();
+    let gemm_level = if !matches!(arch, Architecture::X86_64) || cap == "off" {
+        None
+    } else if flag("has_avx512f") && cap != "avx2" {
+        Some(crate::codegen::x86::Level::Avx512)
+    } else if flag("has_avx2") && flag("has_fma") {
+        Some(crate::codegen::x86::Level::Avx2Fma)
+    } else {
+        None
+    };
+    Ok(Target {
+        isa,
+        has_fma,
+        gemm_level,
+    })
 }

@@ -5,7 +5,7 @@
 
 use super::elementwise::Layout;
 use super::kb::Kb;
-use crate::ir::{BinaryOp, DType, Op, UnaryOp};
+use crate::ir::{BinaryOp, DType, Op, ReduceOp, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, I64, I8};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
@@ -35,6 +35,11 @@ pub fn supports(op: &Op, ins: &[DType], out: DType) -> bool {
         Op::Cast { .. } => true,
         Op::Unary(UnaryOp::Not) => true,
         Op::Unary(UnaryOp::Neg | UnaryOp::Abs) => out == DType::I64,
+        Op::Reduce { op, axes, .. } => {
+            ins[0] == DType::I64
+                && matches!(op, ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min | ReduceOp::Prod)
+                && (axes.is_empty() || axes[axes.len() - 1] - axes[0] + 1 == axes.len())
+        }
         _ => false,
     }
 }
@@ -42,6 +47,9 @@ pub fn supports(op: &Op, ins: &[DType], out: DType) -> bool {
 /// Emits `out = op(ins…)` elementwise with broadcasting.
 #[allow(clippy::too_many_arguments)]
 pub fn emit(k: &mut Kb, op: &Op, in_shapes: &[Vec<usize>], in_types: &[DType], out_shape: &[usize], out_type: DType, ins: &[Value], out: Value) {
+    if let Op::Reduce { op, axes, .. } = op {
+        return reduce_i64(k, *op, &in_shapes[0], axes, ins[0], out);
+    }
     let l = Layout::new(out_shape, in_shapes);
     level(k, op, &l, 0, in_types, out_type, ins, out);
 }
@@ -176,4 +184,48 @@ fn cast(k: &mut Kb, x: Value, from: DType, to: DType) -> Value {
         (DType::I64, DType::Bool) => k.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0),
         _ => unreachable!(),
     }
+}
+
+/// int64 Sum/Prod/Max/Min over the contiguous axes `axes` (sorted; empty
+/// copies), viewed as [outer, r, inner]; wrapping arithmetic like the
+/// evaluator.
+fn reduce_i64(k: &mut Kb, op: ReduceOp, shape: &[usize], axes: &[usize], x: Value, y: Value) {
+    let (lo, hi) = match axes {
+        [] => (0, 0),
+        [first, .., last] => (*first, *last + 1),
+        [a] => (*a, *a + 1),
+    };
+    let outer: usize = shape[..lo].iter().product();
+    let r: usize = shape[lo..hi].iter().product();
+    let inner: usize = shape[hi..].iter().product();
+    let init = match op {
+        ReduceOp::Prod => 1,
+        ReduceOp::Max => i64::MIN,
+        ReduceOp::Min => i64::MAX,
+        _ => 0,
+    };
+    k.for_range(0, outer as i64, 1, |k, o| {
+        let xo = k.index(x, o, (8 * r * inner) as i64);
+        let yo = k.index(y, o, (8 * inner) as i64);
+        k.for_range(0, inner as i64, 1, |k, i| {
+            let xi = k.index(xo, i, 8);
+            let z = k.b.ins().iconst(I64, init);
+            let acc = k.var(I64, z);
+            k.for_range(0, r as i64, 1, |k, j| {
+                let p = k.index(xi, j, (8 * inner) as i64);
+                let v = k.load(I64, p, 0);
+                let a = k.get(acc);
+                let a = match op {
+                    ReduceOp::Prod => k.b.ins().imul(a, v),
+                    ReduceOp::Max => k.b.ins().smax(a, v),
+                    ReduceOp::Min => k.b.ins().smin(a, v),
+                    _ => k.b.ins().iadd(a, v),
+                };
+                k.set(acc, a);
+            });
+            let a = k.get(acc);
+            let p = k.index(yo, i, 8);
+            k.store(a, p, 0);
+        });
+    });
 }

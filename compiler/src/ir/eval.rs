@@ -138,7 +138,7 @@ fn eval_data(op: &Op, args: &[&Tensor], out: &[usize]) -> Result<TensorData, Str
             *trans_b,
             out,
         )?,
-        Op::Conv { window, group } => conv(args, window, *group, out)?,
+        Op::Conv { window, group } | Op::ConvImpl { window, group, .. } => conv(args, window, *group, out)?,
         Op::Pool { kind, window } => pool(a, *kind, window, out)?,
         Op::Softmax { axis, log } => softmax(a, *axis, *log)?,
         Op::LayerNorm { axis, epsilon } => {

@@ -12,7 +12,7 @@ pub mod text;
 pub use flops::flops;
 pub use graph::{Graph, IrError, Output, Value, ValueId, ValueKind};
 pub use op::{
-    broadcast_shapes, matmul_shape, BinaryOp, Op, PadMode, PoolKind, ReduceOp, SliceDim, UnaryOp,
+    broadcast_shapes, matmul_shape, BinaryOp, ConvAlgo, Op, PadMode, PoolKind, ReduceOp, SliceDim, UnaryOp,
     Window,
 };
 pub use tensor::{

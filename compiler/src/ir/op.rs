@@ -172,6 +172,19 @@ impl ReduceOp {
     }
 }
 
+/// How a convolution is computed. The optimizer adds every applicable
+/// algorithm (with its tiling) to a conv's e-class and the cost model picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConvAlgo {
+    /// Unfold `chunk_rows` output rows at a time (im2col), then GEMM; the
+    /// chunk keeps the unfolded block cache-resident.
+    Im2col { chunk_rows: usize },
+    /// 1×1, stride 1, no padding: a GEMM on the input itself.
+    Pointwise,
+    /// One filter per channel (group = channels = filters), computed directly.
+    Depthwise,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PoolKind {
     Max,
@@ -260,6 +273,9 @@ pub enum Op {
         window: Window,
         group: usize,
     },
+    /// A convolution with its algorithm chosen (produced by the optimizer;
+    /// same semantics and inputs as `Conv`).
+    ConvImpl { window: Window, group: usize, algo: ConvAlgo },
     /// N-d pooling, NCHW.
     Pool {
         kind: PoolKind,
@@ -365,6 +381,7 @@ impl Op {
             Op::MatMul => "matmul",
             Op::Gemm { .. } => "gemm",
             Op::Conv { .. } => "conv",
+            Op::ConvImpl { .. } => "conv_impl",
             Op::Pool {
                 kind: PoolKind::Max,
                 ..
@@ -411,6 +428,14 @@ impl Op {
                 format!("alpha={alpha} beta={beta} trans_a={trans_a} trans_b={trans_b}")
             }
             Op::Conv { window, group } => format!("{} group={group}", window_attrs(window)),
+            Op::ConvImpl { window, group, algo } => {
+                let a = match algo {
+                    ConvAlgo::Im2col { chunk_rows } => format!("im2col(rows={chunk_rows})"),
+                    ConvAlgo::Pointwise => "pointwise".into(),
+                    ConvAlgo::Depthwise => "depthwise".into(),
+                };
+                format!("{} group={group} algo={a}", window_attrs(window))
+            }
             Op::Pool { kind, window } => match kind {
                 PoolKind::Max => window_attrs(window),
                 PoolKind::Avg { count_include_pad } => {
@@ -468,7 +493,7 @@ impl Op {
             Op::Slice { .. } | Op::Expand { .. } | Op::Tile { .. } | Op::Pad { .. } => (1, 1),
             Op::Binary(_) | Op::MatMul | Op::Gather { .. } => (2, 2),
             Op::Where | Op::InstanceNorm { .. } => (3, 3),
-            Op::Gemm { .. } | Op::Conv { .. } | Op::LayerNorm { .. } => (2, 3),
+            Op::Gemm { .. } | Op::Conv { .. } | Op::ConvImpl { .. } | Op::LayerNorm { .. } => (2, 3),
             Op::Concat { .. } => (1, usize::MAX),
             Op::Attention { .. } => (3, 4),
         }
@@ -590,6 +615,9 @@ impl Op {
                     }
                 }
                 Ok(TensorType::new(DType::F32, vec![m, n]))
+            }
+            Op::ConvImpl { window, group, .. } => {
+                Op::Conv { window: window.clone(), group: *group }.infer(args)
             }
             Op::Conv { window, group } => {
                 f32_only("conv")?;

@@ -3,7 +3,7 @@
 //! memory-bound ones by bytes moved at the bandwidth of the cache level the
 //! working set fits in. Machine parameters come from the target.
 
-use crate::ir::{Op, TensorType, UnaryOp};
+use crate::ir::{ConvAlgo, Op, TensorType, UnaryOp, Window};
 
 /// What the cost model knows about the target machine.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,7 +63,7 @@ impl Machine {
         }
     }
 
-    fn mem_ns(&self, bytes: usize) -> f64 {
+    pub fn mem_ns(&self, bytes: usize) -> f64 {
         let bw = if bytes <= self.l2_bytes {
             self.l2_gbs
         } else {
@@ -100,6 +100,13 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                 let flops = 2.0 * n * k as f64;
                 flops / m.gemm_gflops + mem
             }
+            Op::Conv { window, group } => {
+                // What the kernel does for an unlowered conv, priced a hair
+                // above the explicit algorithm so extraction shows the choice.
+                let algo = if is_pointwise(window, args, out) { ConvAlgo::Pointwise } else { ConvAlgo::Im2col { chunk_rows: usize::MAX } };
+                return 1.0001 * (launch + conv_ns(m, window, *group, algo, args, out) + mem);
+            }
+            #[allow(unreachable_patterns)]
             Op::Conv { window, .. } => {
                 let per: usize = args[1].shape[1] * window.kernel.iter().product::<usize>();
                 let flops = 2.0 * n * per as f64;
@@ -111,6 +118,7 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                 };
                 flops / m.gemm_gflops + mem + unfold
             }
+            Op::ConvImpl { window, group, algo } => conv_ns(m, window, *group, *algo, args, out) + mem,
             Op::Unary(u) => n * unary_weight(u) / m.elem_gops + mem,
             Op::Binary(_) | Op::Where | Op::Cast { .. } => n / m.elem_gops + mem,
             Op::Softmax { .. } => 16.0 * n / m.elem_gops + 2.0 * mem,
@@ -136,4 +144,39 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                 flops / m.gemm_gflops + 12.0 * exps / m.elem_gops + mem
             }
         }
+}
+
+/// A 1×1 conv with unit strides and no padding (output plane = input plane).
+pub fn is_pointwise(w: &Window, args: &[&TensorType], out: &TensorType) -> bool {
+    w.kernel.iter().all(|&k| k == 1) && w.strides.iter().all(|&s| s == 1) && w.pads.iter().all(|&p| p == 0) && args[0].shape[2..] == out.shape[2..]
+}
+
+/// Time of one conv algorithm: FLOPs at the kernel's throughput plus the
+/// memory traffic of unfolding (cheap while a chunk fits in L2) and of
+/// re-reading the weights once per chunk.
+pub fn conv_ns(m: &Machine, w: &Window, group: usize, algo: ConvAlgo, args: &[&TensorType], out: &TensorType) -> f64 {
+    let taps: usize = w.kernel.iter().product();
+    let cin_g = args[1].shape[1];
+    let per = cin_g * taps; // K of the GEMM
+    let flops = 2.0 * out.numel() as f64 * per as f64;
+    let spatial = out.shape[2..].iter().product::<usize>().max(1);
+    let oh = if out.rank() >= 4 { out.shape[2] } else { 1 };
+    let ow = spatial / oh.max(1);
+    let images = out.shape[0] * group;
+    let m_g = out.shape[1] / group.max(1);
+    match algo {
+        ConvAlgo::Pointwise => flops / m.gemm_gflops,
+        ConvAlgo::Depthwise => flops / (4.0 * m.elem_gops),
+        ConvAlgo::Im2col { chunk_rows } => {
+            let rows = chunk_rows.clamp(1, oh.max(1));
+            let chunks = oh.div_ceil(rows) * images;
+            let block = 4 * per * rows * ow;
+            // unfold: written once, read by the GEMM
+            let unfold = 2.0 * m.mem_ns(block) * chunks as f64;
+            let weights = m.mem_ns(4 * m_g * per) * chunks as f64;
+            // GEMM efficiency: a 4-row tile is wasted on single-filter groups.
+            let eff = if m_g < 4 { m_g as f64 / 4.0 } else { 1.0 };
+            flops / (m.gemm_gflops * eff) + unfold + weights + 2.0 * chunks as f64
+        }
+    }
 }

@@ -118,6 +118,7 @@ pub const OP_NAMES: &[&str] = &[
     "matmul",
     "gemm",
     "conv",
+    "conv_impl",
     "max_pool",
     "avg_pool",
     "softmax",
@@ -175,6 +176,8 @@ pub struct Tables {
     /// Constants interned by value, so a rule that rebuilds the same
     /// constant adds no new e-node (and saturation can finish).
     pub const_ids: HashMap<(Vec<usize>, u64), Vec<u32>>,
+    /// Target L2 size (from the cost model's machine), for tiling rules.
+    pub l2_bytes: usize,
     /// (rule, canonical match) pairs already applied.
     pub applied: std::collections::HashSet<(String, Vec<Id>)>,
 }

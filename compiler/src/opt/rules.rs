@@ -3,7 +3,7 @@
 //! replacement. The one-line algebra of each rule is in its comment.
 
 use super::lang::{add_const, add_op, attr_of, Nnc, EG};
-use crate::ir::{eval, BinaryOp, Op, ReduceOp, Tensor, TensorType, UnaryOp};
+use crate::ir::{eval, BinaryOp, ConvAlgo, Op, ReduceOp, Tensor, TensorType, UnaryOp};
 use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
 use std::sync::Arc;
 
@@ -463,6 +463,61 @@ fn attention_rule(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     fuse_attention(eg, c, var("?q")?, var("?kt")?, var("?v")?, mask, scale)
 }
 
+/// Every applicable algorithm for a conv, with im2col chunkings chosen
+/// against the target's L2 (whole output, about L2/2, about L2/8).
+/// `NNC_FORCE_CONV=im2col|chunked|pointwise|depthwise` restricts the set
+/// (to measure forced plans against the cost model's choice).
+fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let Op::Conv { window, group } = op(eg, s, "?c")? else { return None };
+    let x = ty(eg, v(s, "?x"))?;
+    let wt = ty(eg, v(s, "?w"))?;
+    let out = ty(eg, c)?;
+    let mut args = vec![v(s, "?x"), v(s, "?w")];
+    if let Some(&b) = s.get("?b".parse().ok()?) {
+        args.push(b);
+    }
+    let rank = out.rank();
+    let oh = if rank >= 4 { out.shape[2] } else { 1 };
+    let ow: usize = out.shape[2..].iter().product::<usize>() / oh.max(1);
+    let per = wt.shape[1] * window.kernel.iter().product::<usize>();
+    let l2 = eg.analysis.l2_bytes.max(1 << 16);
+    let fit = |budget: usize| (1..=oh).rev().find(|r| oh % r == 0 && 4 * per * r * ow <= budget).unwrap_or(1);
+    let mut algos = vec![ConvAlgo::Im2col { chunk_rows: oh.max(1) }];
+    for r in [fit(l2 / 2), fit(l2 / 8)] {
+        if r < oh && !algos.contains(&ConvAlgo::Im2col { chunk_rows: r }) {
+            algos.push(ConvAlgo::Im2col { chunk_rows: r });
+        }
+    }
+    let tys = [&x, &wt];
+    if super::cost::is_pointwise(&window, &tys, &out) {
+        algos.push(ConvAlgo::Pointwise);
+    }
+    if group > 1 && x.shape[1] == group && wt.shape[0] == group && window.spatial_rank() <= 2 {
+        algos.push(ConvAlgo::Depthwise);
+    }
+    if let Ok(f) = std::env::var("NNC_FORCE_CONV") {
+        algos.retain(|a| match (f.as_str(), a) {
+            ("im2col", ConvAlgo::Im2col { chunk_rows }) => *chunk_rows == oh.max(1),
+            ("chunked", ConvAlgo::Im2col { chunk_rows }) => *chunk_rows < oh || algos_len_one(oh),
+            ("pointwise", ConvAlgo::Pointwise) | ("depthwise", ConvAlgo::Depthwise) => true,
+            _ => false,
+        });
+    }
+    let mut last = None;
+    for algo in algos {
+        let n = add_op(eg, &Op::ConvImpl { window: window.clone(), group, algo }, &args);
+        if let Some(prev) = last {
+            eg.union(prev, n);
+        }
+        last = Some(n);
+    }
+    last
+}
+
+fn algos_len_one(oh: usize) -> bool {
+    oh <= 1
+}
+
 /// All rules, in a fixed order (saturation is deterministic for a given model).
 pub fn rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
     vec![
@@ -503,6 +558,9 @@ pub fn rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
         rule("attention-div-mask", "(matmul ?m2 (softmax ?sm (add ?ad (div ?isdiv (matmul ?m1 ?q ?kt) ?s) ?mask)) ?v)", attention_rule),
         // PyTorch ≥ 2.1 scales both operands by √scale
         rule("attention-split-scale", "(matmul ?m2 (softmax ?sm (matmul ?m1 (mul ?mq ?q ?s1) (mul ?mk ?kt ?s2))) ?v)", attention_rule),
+        // every conv also holds its concrete algorithms; the cost model picks
+        rule("conv-algorithms", "(conv ?c ?x ?w)", conv_algorithms),
+        rule("conv-algorithms-bias", "(conv ?c ?x ?w ?b)", conv_algorithms),
         rule("transpose-transpose", "(transpose ?t2 (transpose ?t1 ?x))", transpose_transpose),
         rule("transpose-identity", "(transpose ?t ?x)", transpose_identity),
         rule("reshape-reshape", "(reshape ?r2 (reshape ?r1 ?x))", reshape_reshape),
