@@ -88,13 +88,18 @@ pub struct Prepared {
     pub opt_stats: Option<nnc_compiler::opt::Stats>,
 }
 
-/// The cost model's machine for the compile target.
+/// The cost model's machine for the compile target (and its CPU level).
 pub fn machine_for(opts: &Options) -> nnc_compiler::opt::cost::Machine {
+    use nnc_compiler::codegen::x86::Level;
     use nnc_compiler::opt::cost::Machine;
     let triple = opts.target.clone().unwrap_or_else(target::host_triple);
-    match triple.architecture {
-        target_lexicon::Architecture::Aarch64(_) => Machine::aarch64(),
-        _ => Machine::x86_64_sse(),
+    if let target_lexicon::Architecture::Aarch64(_) = triple.architecture {
+        return Machine::aarch64();
+    }
+    match target_of(opts, true).ok().and_then(|(t, _)| t.gemm_level) {
+        Some(Level::Avx512) => Machine::x86_64_avx512(),
+        Some(Level::Avx2Fma) => Machine::x86_64_avx2(),
+        None => Machine::x86_64_sse(),
     }
 }
 

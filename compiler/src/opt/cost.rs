@@ -36,6 +36,10 @@ impl Machine {
             cores: 2,
         }
     }
+    /// x86-64 with AVX2 + FMA micro-kernels.
+    pub fn x86_64_avx2() -> Machine {
+        Machine { name: "x86-64 (AVX2)", vector_lanes: 8, gemm_gflops: 100.0, elem_gops: 8.0, l2_bytes: 1 << 20, l2_gbs: 120.0, dram_gbs: 12.0, cores: 2 }
+    }
     /// x86-64 with Cranelift's 128-bit code only.
     pub fn x86_64_sse() -> Machine {
         Machine {
