@@ -265,7 +265,11 @@ mod bench {
             let cl = if skip_cl {
                 format!("{:>9} {:>9}", "-", "-")
             } else {
-                format!("{:9.1} {:9.1}", jit_gflops(m, n, k, ""), jit_gflops(m, n, k, "off"))
+                format!(
+                    "{:9.1} {:9.1}",
+                    jit_gflops(m, n, k, ""),
+                    jit_gflops(m, n, k, "off")
+                )
             };
             println!("{name:<24} {} {cl}  {info}", cols.join(" "));
         }

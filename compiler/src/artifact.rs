@@ -43,10 +43,16 @@ pub fn object(
     )
     .map_err(|e| ArtifactError::Object(e.to_string()))?;
     let mut module = ObjectModule::new(builder);
-    codegen::define_model(&mut module, g, plan, prefix, &codegen::Options {
-                has_fma,
-                gemm_level,
-            })?;
+    codegen::define_model(
+        &mut module,
+        g,
+        plan,
+        prefix,
+        &codegen::Options {
+            has_fma,
+            gemm_level,
+        },
+    )?;
     let product = module.finish();
     product
         .emit()

@@ -45,12 +45,17 @@ impl JitModel {
         let gemm_level = t.gemm_level;
         let builder = JITBuilder::with_isa(t.isa, cranelift_module::default_libcall_names());
         let mut module = JITModule::new(builder);
-        let entry =
-            codegen::define_model(&mut module, g, plan, "jit", &codegen::Options {
+        let entry = codegen::define_model(
+            &mut module,
+            g,
+            plan,
+            "jit",
+            &codegen::Options {
                 has_fma,
                 gemm_level,
-            })
-                .map_err(|e| e.to_string())?;
+            },
+        )
+        .map_err(|e| e.to_string())?;
         module.finalize_definitions().map_err(|e| e.to_string())?;
         let run_ptr = module.get_finalized_function(entry.run);
         let info_ptr = module.get_finalized_function(entry.info);

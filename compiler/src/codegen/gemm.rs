@@ -123,7 +123,10 @@ fn asm_call(
                 } else {
                     cb.data[..kk * n].to_vec()
                 };
-                let dense = x86::AsmGemm { b_row: n, ..spec.clone() };
+                let dense = x86::AsmGemm {
+                    b_row: n,
+                    ..spec.clone()
+                };
                 x86::pack_b(&dense, level, &t, &rows)
                     .iter()
                     .flat_map(|x| x.to_le_bytes())

@@ -2,10 +2,10 @@
 //! few idioms every kernel needs — static-trip-count loops, f32x4 vectors,
 //! address arithmetic — so kernel files read like the loops they emit.
 
+use super::x86::backend::GemmBackend;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value};
-use super::x86::backend::GemmBackend;
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 /// The vector type every kernel uses: 128-bit is what Cranelift lowers on

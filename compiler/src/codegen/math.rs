@@ -316,6 +316,15 @@ pub fn unary(k: &mut Kb, op: UnaryOp, x: Value) -> Value {
             let t = k.max(x, lo);
             k.min(t, hi)
         }
+        Round => k.b.ins().nearest(x),
+        Sign => {
+            let z = k.cst(ty, 0.0);
+            let one = k.cst(ty, 1.0);
+            let mone = k.cst(ty, -1.0);
+            let r = k.select_cmp(FloatCC::GreaterThan, x, z, one, x);
+            // ±0 and NaN fall through as themselves.
+            k.select_cmp(FloatCC::LessThan, x, z, mone, r)
+        }
         Not => unreachable!("bool ops are refused before codegen"),
     }
 }

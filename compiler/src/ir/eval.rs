@@ -450,6 +450,16 @@ fn unary_f32(u: UnaryOp, x: f64) -> f64 {
                 x.max(min.get() as f64).min(max.get() as f64)
             }
         }
+        Round => x.round_ties_even(),
+        Sign => {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x // ±0 and NaN
+            }
+        }
         Not => f64::NAN, // bool only; rejected by `unary`
     }
 }

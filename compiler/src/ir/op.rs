@@ -49,6 +49,10 @@ pub enum UnaryOp {
     },
     /// Logical not (bool → bool).
     Not,
+    /// Round to the nearest integer, ties to even.
+    Round,
+    /// −1, 0 or 1 by the sign of x (NaN stays NaN).
+    Sign,
 }
 
 impl UnaryOp {
@@ -76,6 +80,8 @@ impl UnaryOp {
             HardSwish => "hard_swish",
             Clip { .. } => "clip",
             Not => "not",
+            Round => "round",
+            Sign => "sign",
         }
     }
 }

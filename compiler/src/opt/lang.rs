@@ -96,6 +96,8 @@ pub const OP_NAMES: &[&str] = &[
     "hard_swish",
     "clip",
     "not",
+    "round",
+    "sign",
     "add",
     "sub",
     "mul",

@@ -35,7 +35,7 @@ impl Gen<'_> {
         if nt > 0 {
             let last = (nt - 1) % 16 + 1;
             if last < 16 {
-                self.a.mov(eax, ((1u32 << last) - 1) as u32)?;
+                self.a.mov(eax, (1u32 << last) - 1)?;
                 self.a.kmovw(k1, eax)?;
             }
         }

@@ -148,9 +148,7 @@ pub fn tiling(spec: &AsmGemm, level: Level) -> Tiling {
         && (!late_bias || spec.k * nv * level.lanes() * 4 <= MAX_PACK_BYTES);
     // Pre-packed B streams contiguously from L2: no K blocking (it would
     // only add C reloads). The stack pack buffer bounds kc otherwise.
-    let kc = if spec.b_packed || !pack {
-        spec.k.max(1)
-    } else if spec.k <= 384 {
+    let kc = if spec.b_packed || !pack || spec.k <= 384 {
         spec.k.max(1)
     } else {
         256
