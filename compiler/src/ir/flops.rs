@@ -23,12 +23,19 @@ pub fn flops(g: &Graph) -> u64 {
                 let k = if *trans_a { a.shape[0] } else { a.shape[1] } as u64;
                 2 * out * k
             }
-            Op::Conv { window, group } => {
+            Op::Conv { window, group } | Op::ConvImpl { window, group, .. } => {
                 let w = arg(1);
                 let per_out: u64 =
                     w.shape[1] as u64 * window.kernel.iter().map(|&k| k as u64).product::<u64>();
                 let _ = group;
                 2 * out * per_out
+            }
+            Op::Attention { .. } => {
+                // q·kᵀ and p·v: 2·Lq·Lk·(D + Dv) per batch entry
+                let (q, kt) = (arg(0), arg(1));
+                let r = q.rank();
+                let rows = (q.numel() / q.shape[r - 1].max(1)) as u64;
+                2 * rows * kt.shape[r - 1] as u64 * (q.shape[r - 1] + v.ty.shape[r - 1]) as u64
             }
             Op::Pool { window, .. } => {
                 out * window.kernel.iter().map(|&k| k as u64).product::<u64>()
