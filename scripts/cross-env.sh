@@ -7,6 +7,7 @@
 #   libc6-dev-arm64-cross     the AArch64 glibc, headers and crt files, under
 #                             /usr/aarch64-linux-gnu
 #   qemu-user                 qemu-aarch64, the user-mode emulator
+#   file                      to identify the libraries (tests/aarch64/run.sh)
 #
 #   scripts/cross-env.sh            # install what is missing, report
 #   scripts/cross-env.sh --check    # report only; exit 1 if anything is missing
@@ -21,7 +22,7 @@
 # Progress goes to stderr; stdout gets a short KEY=VALUE summary.
 set -euo pipefail
 
-PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user file)
 SYSROOT=/usr/aarch64-linux-gnu
 CHECK_ONLY=0
 [[ "${1:-}" == "--check" ]] && CHECK_ONLY=1
@@ -48,14 +49,21 @@ if [[ -n "$todo" && $CHECK_ONLY -eq 0 ]]; then
         SUDO=(sudo)
     fi
     export DEBIAN_FRONTEND=noninteractive
-    log "installing $todo"
-    # shellcheck disable=SC2086
-    if ! "${SUDO[@]}" apt-get install -y -qq --no-install-recommends $todo >&2; then
-        log "install failed; running apt-get update and retrying"
-        "${SUDO[@]}" apt-get update -qq >&2
+    APT_LOG="$(mktemp "${TMPDIR:-/tmp}/cross-env.XXXXXX.log")"
+    apt_install() {
         # shellcheck disable=SC2086
-        "${SUDO[@]}" apt-get install -y -qq --no-install-recommends $todo >&2
+        "${SUDO[@]}" apt-get install -y -q --no-install-recommends $todo >>"$APT_LOG" 2>&1
+    }
+    log "installing $todo (apt-get log: $APT_LOG)"
+    if ! apt_install; then
+        log "install failed; running apt-get update and retrying"
+        if ! "${SUDO[@]}" apt-get update -q >>"$APT_LOG" 2>&1 || ! apt_install; then
+            tail -n 20 "$APT_LOG" >&2
+            log "error: could not install $todo"
+            exit 1
+        fi
     fi
+    rm -f "$APT_LOG"
     todo="$(missing)"
 fi
 

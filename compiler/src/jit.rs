@@ -36,6 +36,8 @@ pub struct JitModel {
     pub run: RunFn,
     pub info: InfoFn,
     pub workspace_size: usize,
+    /// Task functions in the code (kernels that split over threads).
+    pub task_functions: usize,
 }
 
 impl JitModel {
@@ -73,6 +75,7 @@ impl JitModel {
             run,
             info,
             workspace_size: plan.workspace_size,
+            task_functions: entry.task_functions,
         })
     }
 
@@ -81,11 +84,26 @@ impl JitModel {
     /// # Safety
     /// Every pointer must refer to a buffer of its declared size.
     pub unsafe fn run_raw(&self, inputs: &[*const u8], outputs: &[*mut u8]) -> i32 {
+        self.run_raw_with_threads(inputs, outputs, std::ptr::null())
+    }
+
+    /// [`JitModel::run_raw`] with a thread pool: `threads` points to an
+    /// `nnc_threads` struct (`nnc_runtime::abi::nnc_threads`) or is NULL.
+    ///
+    /// # Safety
+    /// As `run_raw`; `threads` must be NULL or a valid `nnc_threads` whose
+    /// pool outlives the call.
+    pub unsafe fn run_raw_with_threads(
+        &self,
+        inputs: &[*const u8],
+        outputs: &[*mut u8],
+        threads: *const u8,
+    ) -> i32 {
         (self.run)(
             inputs.as_ptr(),
             outputs.as_ptr(),
             std::ptr::null_mut(),
-            std::ptr::null(),
+            threads,
         )
     }
 

@@ -2168,15 +2168,120 @@ fn conv_algorithms() {
         (vec![1, 6, 5, 9], vec![4, 6, 1, 1], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 1, ConvAlgo::Pointwise),
     ];
     for (xs, ws, kernel, strides, dil, pads, group, algo) in cases {
-        for bias in [false, true] {
+        for (bias, relu) in [(false, false), (true, false), (true, true)] {
             let window = win(&kernel, &strides, &dil, &pads, false);
             let mut ts = vec![randn(&mut rng, &xs), randn(&mut rng, &ws)];
             if bias {
                 ts.push(randn(&mut rng, &[ws[0]]));
             }
             let k = ws[1] * kernel[0] * kernel[1];
-            let op = Op::ConvImpl { window, group, algo };
-            ck.op(&format!("conv {algo:?} x{xs:?} w{ws:?} bias {bias}"), op, args_with_consts(ts, &[1, 2]), accum_tol(k, 1.0));
+            let op = Op::ConvImpl { window, group, algo, relu };
+            ck.op(&format!("conv {algo:?} x{xs:?} w{ws:?} bias {bias} relu {relu}"), op, args_with_consts(ts, &[1, 2]), accum_tol(k, 1.0));
+        }
+    }
+    ck.finish();
+}
+
+#[test]
+fn round_and_sign() {
+    let mut ck = Checker::new("round/sign");
+    let mut rng = Rng::new(31);
+    // Halves (ties to even), signed zeros, NaN and infinities, then random data.
+    let special = f32t(
+        &[16],
+        vec![
+            0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.0, -0.0, 2.4999998, 1e9, -7.5,
+            f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.7, -3.2,
+        ],
+    );
+    for op in [UnaryOp::Round, UnaryOp::Sign] {
+        ck.op(&format!("{} special", op.name()), Op::Unary(op), vec![Arg::In(special.clone())], EXACT);
+        for s in [vec![1usize], vec![7], vec![3, 33]] {
+            let x = rand_in(&mut rng, &s, -10.0, 10.0);
+            ck.op(&format!("{} {s:?}", op.name()), Op::Unary(op), vec![Arg::In(x)], EXACT);
+        }
+    }
+    ck.finish();
+}
+
+#[test]
+fn reduce_int64() {
+    let mut ck = Checker::new("reduce int64");
+    let mut rng = Rng::new(32);
+    use ReduceOp::*;
+    for s in [vec![5usize], vec![2, 3, 4], vec![3, 1, 7], vec![4, 0, 2]] {
+        let r = s.len();
+        let mut ranges: Vec<Vec<usize>> = vec![vec![]];
+        for lo in 0..r {
+            for hi in lo + 1..=r {
+                ranges.push((lo..hi).collect());
+            }
+        }
+        for op in [Sum, Max, Min, Prod] {
+            for axes in &ranges {
+                if matches!(op, Max | Min) && axes.iter().any(|&a| s[a] == 0) {
+                    continue; // max/min over an empty set is refused
+                }
+                for keepdims in [false, true] {
+                    let x = match op {
+                        Prod => i64t(&s, (0..numel(&s)).map(|_| (rng.next_u64() % 7) as i64 - 3).collect()),
+                        _ => rand_i64(&mut rng, &s),
+                    };
+                    let rop = Op::Reduce { op, axes: axes.clone(), keepdims };
+                    ck.op(
+                        &format!("reduce {} i64 {s:?} axes {axes:?} keepdims={keepdims}", op.name()),
+                        rop,
+                        vec![Arg::In(x)],
+                        EXACT,
+                    );
+                }
+            }
+        }
+    }
+    ck.finish();
+}
+
+#[test]
+fn gather_elements() {
+    let mut ck = Checker::new("gather_elements");
+    let mut rng = Rng::new(33);
+    // (data shape, axis, index shape)
+    let cases: Vec<(Vec<usize>, usize, Vec<usize>)> = vec![
+        (vec![5], 0, vec![3]),
+        (vec![3, 3], 0, vec![2, 3]),
+        (vec![3, 3], 1, vec![3, 5]),
+        (vec![2, 4, 3], 1, vec![2, 6, 2]),
+        (vec![2, 4, 3], 2, vec![1, 4, 3]),
+        (vec![2, 4, 3], 0, vec![0, 4, 3]),
+    ];
+    for (s, axis, ishape) in &cases {
+        let d = s[*axis] as i64;
+        for dt in DTYPES {
+            let data = rand_of(&mut rng, dt, s);
+            let idx: Vec<i64> = (0..numel(ishape))
+                .map(|_| (rng.next_u64() % (2 * d as u64)) as i64 - d)
+                .collect();
+            ck.op_variants(
+                &format!("gather_elements {dt} {s:?} axis {axis} idx {ishape:?}"),
+                &Op::GatherElements { axis: *axis },
+                &[data, i64t(ishape, idx)],
+                &[&[], &[1], &[0]],
+                EXACT,
+            );
+        }
+    }
+    // Out-of-range run-time indices: status 3.
+    for bad in [vec![0i64, 3], vec![-4, 0], vec![i64::MIN, 1]] {
+        ck.cases += 1;
+        let (g, ins) = one_op(
+            Op::GatherElements { axis: 1 },
+            vec![Arg::In(randn(&mut rng, &[1, 3])), Arg::In(i64t(&[1, 2], bad.clone()))],
+        )
+        .unwrap();
+        match run_jit(&g, &ins) {
+            Ok(r) if r.status == 3 => {}
+            Ok(r) => ck.fail(&format!("gather_elements out of range {bad:?}"), format!("status {} (want 3)", r.status)),
+            Err(e) => ck.fail(&format!("gather_elements out of range {bad:?}"), e),
         }
     }
     ck.finish();

@@ -174,35 +174,102 @@ static void print_output(const nnc_tensor_info *t, const void *buf) {
     }
 }
 
-/* ---- a tiny thread pool for nnc_threads ----------------------------------
- * Spawns its workers per parallel_for call, which keeps the example short;
- * a real application keeps one persistent pool for all runs (the Rust
- * runtime's ThreadPool is one).  Any pool works as long as parallel_for runs
- * every task exactly once and returns when all are done. */
+/* ---- a small persistent thread pool for nnc_threads ----------------------
+ * The model splits its large operators into tasks and hands each batch to
+ * parallel_for; this pool runs them on `n - 1` parked workers plus the
+ * calling thread.  Workers sleep on a condition variable between batches
+ * and claim tasks from an atomic counter.  Any pool works as long as
+ * parallel_for runs every task exactly once and returns when all are done
+ * (the Rust runtime's nnc_runtime::ThreadPool is another one). */
 
-struct job {
+#define POOL_MAX_WORKERS 63
+
+struct pool {
+    pthread_mutex_t mu;
+    pthread_cond_t wake; /* workers: a new batch (or shutdown) */
+    pthread_cond_t done; /* caller: the last worker left the batch */
+    pthread_mutex_t busy; /* one parallel_for at a time */
+    pthread_t tids[POOL_MAX_WORKERS];
+    size_t workers;
+    unsigned long generation; /* bumped per batch */
+    size_t active;            /* workers not yet done with this batch */
+    int shutdown;
     nnc_task_fn fn;
     void *ctx;
     size_t num_tasks;
     atomic_size_t next;
 };
 
-static void *worker(void *arg) {
-    struct job *job = arg;
-    for (size_t i; (i = atomic_fetch_add(&job->next, 1)) < job->num_tasks;) job->fn(job->ctx, i);
+static void pool_run_tasks(struct pool *p) {
+    for (size_t i; (i = atomic_fetch_add(&p->next, 1)) < p->num_tasks;) p->fn(p->ctx, i);
+}
+
+static void *pool_worker(void *arg) {
+    struct pool *p = arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->shutdown && p->generation == seen) pthread_cond_wait(&p->wake, &p->mu);
+        if (p->shutdown) break;
+        seen = p->generation;
+        pthread_mutex_unlock(&p->mu);
+        pool_run_tasks(p);
+        pthread_mutex_lock(&p->mu);
+        if (--p->active == 0) pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
-static void spawn_parallel_for(void *pool, size_t num_tasks, nnc_task_fn fn, void *ctx) {
-    size_t nthreads = *(size_t *)pool;
-    struct job job = {fn, ctx, num_tasks, 0};
-    pthread_t tids[64];
-    size_t spawned = 0;
-    if (nthreads > num_tasks) nthreads = num_tasks;
-    for (; spawned + 1 < nthreads && spawned < 64; spawned++)
-        if (pthread_create(&tids[spawned], NULL, worker, &job) != 0) break;
-    worker(&job); /* the calling thread works too */
-    for (size_t i = 0; i < spawned; i++) pthread_join(tids[i], NULL);
+static void pool_parallel_for(void *pool, size_t num_tasks, nnc_task_fn fn, void *ctx) {
+    struct pool *p = pool;
+    if (num_tasks <= 1 || p->workers == 0) {
+        for (size_t i = 0; i < num_tasks; i++) fn(ctx, i);
+        return;
+    }
+    pthread_mutex_lock(&p->busy);
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->num_tasks = num_tasks;
+    atomic_store(&p->next, 0);
+    p->active = p->workers;
+    p->generation++;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    pool_run_tasks(p); /* the calling thread works too */
+    pthread_mutex_lock(&p->mu);
+    while (p->active > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->busy);
+}
+
+/* A pool running up to `n` tasks at once (fewer if threads cannot start). */
+static struct pool *pool_create(size_t n) {
+    struct pool *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->busy, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    pthread_cond_init(&p->done, NULL);
+    atomic_init(&p->next, 0);
+    for (; p->workers + 1 < n && p->workers < POOL_MAX_WORKERS; p->workers++)
+        if (pthread_create(&p->tids[p->workers], NULL, pool_worker, p) != 0) break;
+    return p;
+}
+
+static void pool_destroy(struct pool *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->shutdown = 1;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < p->workers; i++) pthread_join(p->tids[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->busy);
+    pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->done);
+    free(p);
 }
 
 static double now_ms(void) {
@@ -256,8 +323,15 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    nnc_threads threads = {num_threads, &num_threads, spawn_parallel_for};
-    const nnc_threads *th = num_threads > 1 ? &threads : NULL;
+    /* threads = NULL runs on the calling thread; a pool lets the model split
+     * its large operators (results are bit-identical either way). */
+    struct pool *pool = num_threads > 1 ? pool_create(num_threads) : NULL;
+    if (num_threads > 1 && !pool) {
+        fprintf(stderr, "cannot create the thread pool\n");
+        return 1;
+    }
+    nnc_threads threads = {pool ? pool->workers + 1 : 1, pool, pool_parallel_for};
+    const nnc_threads *th = pool ? &threads : NULL;
 
     double t0 = now_ms();
     for (long it = 0; it < iterations; it++) {
@@ -278,5 +352,6 @@ int main(int argc, char **argv) {
     free(inputs);
     free(outputs);
     free(workspace);
+    pool_destroy(pool);
     return 0;
 }

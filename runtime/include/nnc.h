@@ -73,7 +73,17 @@ typedef void (*nnc_task_fn)(void *ctx, size_t task);
  * all of them are done. `num_threads` tells the library how many tasks may
  * usefully run at once (it sizes its work split by it). The pool must cope
  * with num_tasks == 0, and with calls from several threads at once if runs
- * share it. The Rust runtime (nnc-runtime's ThreadPool) is one such pool. */
+ * share it. The Rust runtime (nnc-runtime's ThreadPool) is one such pool;
+ * examples/c/main.c has a small pthread one.
+ *
+ * How a model uses it: with threads == NULL or num_threads <= 1 everything
+ * runs on the calling thread and parallel_for is never called. Otherwise
+ * each large operator (GEMM, convolution, attention, pooling, elementwise,
+ * softmax/normalization over many rows) makes one parallel_for call; its
+ * task count is fixed when the model is compiled (at most 16), and tasks
+ * never call parallel_for themselves. Every task writes its own part of the
+ * output, computed exactly as on one thread, so results are bit-identical
+ * for any pool and thread count. */
 typedef struct nnc_threads {
   size_t num_threads;
   void *pool; /* opaque, handed back to parallel_for */

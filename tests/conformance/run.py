@@ -86,7 +86,7 @@ TOLERANCE_OVERRIDES = [
 #   node #0 (And): and: 'and' on data computed at run time is not supported
 #   ...: input 0 is i64, only f32 is supported                 (compiler ir)
 #   input "x" has element type int32; nnc supports float, int64 and bool inputs
-#   opset 28 of the default domain is newer than nnc supports (7..=25)
+#   opset 29 of the default domain is newer than nnc supports (7..=28)
 # A multi-problem error ("2 node(s) cannot be compiled:" followed by one
 # indented line per node, or the frontend's "unsupported op A ...; unsupported
 # op B ...") is a refusal only if every listed problem is.
@@ -357,18 +357,46 @@ def _run_one(req, res, t0):
     res["cmd"] = " ".join(cmd[1:])
 
     c0 = time.time()
-    try:
-        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=max(1.0, deadline - time.time()))
-    except subprocess.TimeoutExpired:
-        res["compile_s"] = time.time() - c0
-        raise TestFailure(f"timeout: nnc compile did not finish within {req['timeout']:g} s")
+    bound = {}  # graph input name -> the value bound at compile time
+    for _round in range(MAX_BIND_ROUNDS + 1):
+        res["cmd"] = " ".join(cmd[1:])
+        try:
+            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            res["compile_s"] = time.time() - c0
+            raise TestFailure(f"timeout: nnc compile did not finish within {req['timeout']:g} s")
+        stderr = p.stderr.decode("utf-8", "replace")
+        if p.returncode == 0:
+            break
+        status, reason = classify_compile_error(p.returncode, stderr)
+        more = _inputs_to_bind(np, stderr, graph_inputs, data_sets, bound) if status == "unsupported" else None
+        if not more:
+            res["compile_s"] = time.time() - c0
+            res["status"], res["reason"] = status, reason
+            res["stderr"] = stderr[-4000:]
+            if bound:
+                res["bound_inputs"] = sorted(bound)
+            return
+        for name, (j, value) in more.items():
+            path = os.path.join(req["tmp"], f"bind{len(bound)}.npy")
+            np.save(path, value)
+            cmd += ["--bind-input", f"{name}={path}"]
+            bound[name] = j
+            # A bound input's shape comes from its value, not --input-shape.
+            for k in range(len(cmd) - 1):
+                if cmd[k] == "--input-shape" and cmd[k + 1].rsplit("=", 1)[0] == name:
+                    del cmd[k:k + 2]
+                    break
     res["compile_s"] = time.time() - c0
-    stderr = p.stderr.decode("utf-8", "replace")
-    if p.returncode != 0:
+    if bound:
+        res["bound_inputs"] = sorted(bound)
+    if p.returncode != 0:  # still asks for more after MAX_BIND_ROUNDS
         res["status"], res["reason"] = classify_compile_error(p.returncode, stderr)
         res["stderr"] = stderr[-4000:]
         return
+    if bound:
+        graph_inputs = [(j, vi) for j, vi in graph_inputs if vi.name not in bound]
     so = os.path.join(req["tmp"], "model.so")
     if not os.path.isfile(so):
         raise TestFailure("compile: nnc exited 0 but wrote no library")
@@ -385,6 +413,43 @@ def _run_one(req, res, t0):
         except Exception:
             pass
     res["status"], res["reason"] = "pass", ""
+
+
+# A compile that nnc refuses because a value-dependent operand (shape, axes,
+# pads, ...) comes from graph inputs is retried with those inputs bound to the
+# test's data (`--bind-input NAME=FILE.npy`), at most this many times (each
+# retry can reveal the next such operand).  Such passes are reported with
+# `bound_inputs` and counted separately: they test nnc with those inputs as
+# constants, not as run-time inputs.
+MAX_BIND_ROUNDS = 4
+BIND_HINT_RE = re.compile(r"--bind-input (.+?)=FILE\.npy")
+
+
+def _inputs_to_bind(np, stderr, graph_inputs, data_sets, bound):
+    """{name: (input index, value)} for the graph inputs nnc asks to bind,
+    or None if there are none, or one cannot be bound because the data
+    sets disagree on its value (then the input really varies at run time)."""
+    names = set(BIND_HINT_RE.findall(stderr)) - set(bound)
+    if not names:
+        return None
+    index = {vi.name: j for j, vi in graph_inputs}
+    out = {}
+    for name in sorted(names):
+        j = index.get(name)
+        if j is None:
+            return None
+        values = [ins[j] if j < len(ins) else None for _, ins, _ in data_sets]
+        first = values[0]
+        if not isinstance(first, np.ndarray):
+            return None
+        for v in values[1:]:
+            if not (isinstance(v, np.ndarray) and v.dtype == first.dtype and v.shape == first.shape
+                    and np.array_equal(v, first, equal_nan=first.dtype.kind == "f")):
+                return None
+        if first.dtype.kind in "iu":
+            first = first.astype(np.int64)
+        out[name] = (j, first.copy(order="C"))  # (ascontiguousarray makes 0-d arrays 1-d)
+    return out
 
 
 def _run_lib(lib, np, helper, model, graph_inputs, data_sets, rtol, atol, deadline, req, stats):
@@ -730,16 +795,17 @@ def main(argv=None):
     if not args.quiet:
         print_summary(results, selected)
     by = collections.Counter(results[n]["status"] for n in selected)
+    bound_passes = [n for n in passing if results[n].get("bound_inputs")]
 
     report = {
         "suite": suite, "nnc": nnc, "onnx": onnx.__version__, "filter": args.filter,
         "jobs": jobs, "wall_s": round(wall, 1),
         "totals": {"tests": len(selected), "pass": by["pass"], "fail": by["fail"],
-                   "unsupported": by["unsupported"]},
+                   "unsupported": by["unsupported"], "pass_bound_inputs": len(bound_passes)},
         "regressions": [n for n, _ in regressions],
         "tests": {n: {k: results[n].get(k) for k in
                       ("status", "reason", "op", "time_s", "compile_s", "run_s", "rtol", "atol", "tol_used",
-                       "cmd", "stderr")
+                       "bound_inputs", "cmd", "stderr")
                       if results[n].get(k) is not None}
                   for n in selected},
     }
@@ -773,6 +839,9 @@ def main(argv=None):
               f"explicit refusals){'; --strict makes this an error' if not args.strict else ''}")
         if args.strict:
             rc = 1
+    if bound_passes:
+        print(f"{len(bound_passes)} of the passes bind inputs at compile time (--bind-input; "
+              "`bound_inputs` in the report)")
     # Closing line in the plain "N passed, N failed, N skipped" form
     # (skipped = unsupported).
     print(f"conformance: {by['pass']} passed, {by['fail']} failed, {by['unsupported']} skipped")

@@ -6,8 +6,9 @@
 //! Scratch is one MQ×BK tile plus three MQ vectors — never Lq×Lk.
 
 use super::gemm::{self, Bias, GemmSpec, Strides};
-use super::kb::{Kb, VF};
+use super::kb::{InsExt, Kb, VF};
 use super::math;
+use super::parallel;
 use crate::ir::UnaryOp;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::F32;
@@ -40,8 +41,25 @@ impl AttnGeom {
     fn bk(&self) -> usize {
         BK.min(self.lk.max(1))
     }
-    pub fn scratch_bytes(&self) -> usize {
+    /// Scratch of one query block in flight.
+    fn slot_bytes(&self) -> usize {
         4 * (self.mq() * self.bk() + 3 * self.mq())
+    }
+    fn heads(&self) -> usize {
+        self.q_batch.iter().product()
+    }
+    fn query_blocks(&self) -> usize {
+        self.lq.div_ceil(self.mq())
+    }
+    /// Parallel tasks over the (head, query block) items, each with its own
+    /// scratch slot.
+    pub fn tasks(&self) -> usize {
+        let items = self.heads() * self.query_blocks();
+        let macs = self.heads() * self.lq * self.lk * (self.d + self.dv);
+        parallel::tasks_for(items, macs, 1 << 19, 1 << 18, parallel::MAX_SLOTS)
+    }
+    pub fn scratch_bytes(&self) -> usize {
+        self.slot_bytes() * self.tasks()
     }
 }
 
@@ -66,31 +84,63 @@ pub fn emit(
     out: Value,
     scratch: Value,
 ) {
-    batch_level(
-        k,
-        g,
-        0,
-        Head {
-            q,
-            kt,
-            v,
-            mask,
-            out,
-        },
-        scratch,
-    );
+    let nqb = g.query_blocks();
+    let mq = g.mq();
+    let tail = g.lq - (nqb.max(1) - 1) * mq;
+    let mut caps = vec![q, kt, v, out, scratch];
+    caps.extend(mask);
+    let slot_bytes = g.slot_bytes() as i64;
+    let items = g.heads() * nqb;
+    parallel::parallel_items(k, items, g.tasks(), &caps, &mut |k, p, it, slot| {
+        let (b, qb) = if nqb == 1 {
+            (it, k.iconst(0))
+        } else {
+            let b = k.b.ins().udiv_imm_u(it, nqb as i64);
+            (b, k.b.ins_urem(it, nqb as i64))
+        };
+        let h = head_ptrs(
+            k,
+            g,
+            b,
+            Head {
+                q: p[0],
+                kt: p[1],
+                v: p[2],
+                mask: p.get(5).copied(),
+                out: p[3],
+            },
+        );
+        let sc = k.index(p[4], slot, slot_bytes);
+        let i0 = k.b.ins().imul_imm_s(qb, mq as i64);
+        parallel::last_or_rest(
+            k,
+            qb,
+            nqb,
+            &mut |k, last| query_block(k, g, h, sc, i0, if last { tail } else { mq }),
+            tail != mq,
+        );
+    });
 }
 
-fn batch_level(k: &mut Kb, g: &AttnGeom, lv: usize, h: Head, scratch: Value) {
-    if lv == g.q_batch.len() {
-        return head(k, g, h, scratch);
-    }
-    let inner_q: usize = g.q_batch[lv + 1..].iter().product();
-    let inner_kv: usize = g.kv_batch[lv + 1..].iter().product();
-    let (nq, nkv) = (g.q_batch[lv], g.kv_batch[lv]);
-    k.for_range(0, nq as i64, 1, |k, i| {
-        let q = k.index(h.q, i, (4 * inner_q * g.lq * g.d) as i64);
-        let out = k.index(h.out, i, (4 * inner_q * g.lq * g.dv) as i64);
+/// Pointers of flat head `b` (row-major over `q_batch`).
+fn head_ptrs(k: &mut Kb, g: &AttnGeom, b: Value, h: Head) -> Head {
+    let q = k.index(h.q, b, (4 * g.lq * g.d) as i64);
+    let out = k.index(h.out, b, (4 * g.lq * g.dv) as i64);
+    let (mut kt, mut v, mut mask) = (h.kt, h.v, h.mask);
+    for lv in 0..g.q_batch.len() {
+        let inner_q: usize = g.q_batch[lv + 1..].iter().product();
+        let inner_kv: usize = g.kv_batch[lv + 1..].iter().product();
+        let (nq, nkv) = (g.q_batch[lv], g.kv_batch[lv]);
+        let i = if inner_q == 1 {
+            b
+        } else {
+            k.b.ins().udiv_imm_u(b, inner_q as i64)
+        };
+        let i = if lv == 0 {
+            i
+        } else {
+            k.b.ins_urem(i, nq as i64)
+        };
         // k/v index: same, broadcast, or grouped heads (i / group).
         let ki = if nkv == nq {
             Some(i)
@@ -99,42 +149,20 @@ fn batch_level(k: &mut Kb, g: &AttnGeom, lv: usize, h: Head, scratch: Value) {
         } else {
             Some(k.b.ins().udiv_imm_u(i, (nq / nkv) as i64))
         };
-        let (kt, v) = match ki {
-            Some(ki) => (
-                k.index(h.kt, ki, (4 * inner_kv * g.d * g.lk) as i64),
-                k.index(h.v, ki, (4 * inner_kv * g.lk * g.dv) as i64),
-            ),
-            None => (h.kt, h.v),
-        };
-        let mask = match (h.mask, &g.mask_strides) {
-            (Some(m), Some(ms)) if ms[lv] != 0 => Some(k.index(m, i, 4 * ms[lv] as i64)),
-            _ => h.mask,
-        };
-        batch_level(
-            k,
-            g,
-            lv + 1,
-            Head {
-                q,
-                kt,
-                v,
-                mask,
-                out,
-            },
-            scratch,
-        );
-    });
-}
-
-fn head(k: &mut Kb, g: &AttnGeom, h: Head, scratch: Value) {
-    let mq = g.mq();
-    let full = g.lq / mq * mq;
-    k.for_range(0, full as i64, mq as i64, |k, i0| {
-        query_block(k, g, h, scratch, i0, mq)
-    });
-    if g.lq > full {
-        let i0 = k.iconst(full as i64);
-        query_block(k, g, h, scratch, i0, g.lq - full);
+        if let Some(ki) = ki {
+            kt = k.index(kt, ki, (4 * inner_kv * g.d * g.lk) as i64);
+            v = k.index(v, ki, (4 * inner_kv * g.lk * g.dv) as i64);
+        }
+        if let (Some(m), Some(ms)) = (mask, &g.mask_strides) {
+            mask = Some(k.index(m, i, 4 * ms[lv] as i64));
+        }
+    }
+    Head {
+        q,
+        kt,
+        v,
+        mask,
+        out,
     }
 }
 

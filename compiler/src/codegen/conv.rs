@@ -3,8 +3,9 @@
 //! the register-blocked GEMM with the bias in its epilogue.
 
 use super::gemm::{self, Bias, GemmSpec, Strides};
-use super::kb::Kb;
+use super::kb::{InsExt, Kb};
 use super::movement;
+use super::parallel;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
@@ -52,10 +53,46 @@ impl ConvGeom {
         }
     }
 
+    /// im2col chunks per image and group (1 for pointwise convs).
+    pub fn chunks(&self) -> usize {
+        if self.scratch_bytes() == 0 {
+            1
+        } else {
+            self.oh.max(1) / self.rows()
+        }
+    }
+
+    /// Independent items: (image, group, chunk) triples.
+    pub fn items(&self) -> usize {
+        self.n * self.group * self.chunks()
+    }
+
+    /// Parallel tasks over items, each a contiguous range of them with its
+    /// own im2col slot. 1: the items run in order and each GEMM splits
+    /// instead (few items, e.g. one chunk of a late ResNet layer).
+    pub fn item_tasks(&self) -> usize {
+        let items = self.items();
+        if items < 4 {
+            return 1;
+        }
+        let macs = self.n * self.m * self.oh * self.ow * (self.c / self.group) * self.kh * self.kw;
+        let max = if self.scratch_bytes() > 0 {
+            parallel::MAX_SLOTS
+        } else {
+            parallel::MAX_TASKS
+        };
+        parallel::tasks_for(items, macs, 1 << 19, 1 << 18, max)
+    }
+
+    /// im2col scratch for all slots (what the planner must allocate).
+    pub fn total_scratch_bytes(&self) -> usize {
+        self.scratch_bytes() * self.item_tasks()
+    }
+
     /// Rows per chunk, sanitized (a divisor of `oh`, at least 1).
     pub fn rows(&self) -> usize {
         let r = self.chunk_rows.clamp(1, self.oh.max(1));
-        if self.oh % r == 0 {
+        if self.oh.is_multiple_of(r) {
             r
         } else {
             self.oh.max(1)
@@ -107,30 +144,61 @@ pub fn emit(
         b_row: if pointwise { g.h * g.w } else { rows * g.ow },
         c_row: ohw,
         alpha: 1.0,
-        bias: bias.map(|_| Bias { strides: Strides { row: 1, col: 0 }, beta: 1.0 }),
+        bias: bias.map(|_| Bias {
+            strides: Strides { row: 1, col: 0 },
+            beta: 1.0,
+        }),
         relu,
     };
-    for n in 0..g.n {
-        for grp in 0..g.group {
-            let xin = k.offset(x, (4 * (n * g.c + grp * cg) * g.h * g.w) as i64);
-            let a = k.offset(w, (4 * grp * mg * kdim) as i64);
-            let c = k.offset(y, (4 * (n * g.m + grp * mg) * ohw) as i64);
-            let bi = bias.map(|p| k.offset(p, (4 * grp * mg) as i64));
-            // No scratch also when it would be empty (zero input channels:
-            // K = 0 and the GEMM never reads B; the planner allocates nothing).
-            if pointwise {
-                gemm::emit(k, &spec, a, xin, c, bi);
-                continue;
-            }
-            let s = scratch.expect("planner allocates im2col scratch");
-            // Chunks of `rows` output rows: unfold, then multiply into C's columns.
-            k.for_range(0, g.oh as i64, rows as i64, |k, r0| {
-                im2col(k, g, xin, s, r0, rows);
-                let cc = k.index(c, r0, (4 * g.ow) as i64);
-                gemm::emit(k, &spec, a, s, cc, bi);
-            });
-        }
-    }
+    let chunks = if pointwise { 1 } else { g.oh.max(1) / rows };
+    let slot_bytes = g.scratch_bytes() as i64;
+    // No scratch also when it would be empty (zero input channels: K = 0
+    // and the GEMM never reads B; the planner allocates nothing).
+    let scratch = if pointwise {
+        None
+    } else {
+        Some(scratch.expect("planner allocates im2col scratch"))
+    };
+    let mut caps = vec![x, w, y];
+    caps.extend(scratch);
+    caps.extend(bias);
+    let (has_s, has_b) = (scratch.is_some(), bias.is_some());
+    let item = &mut |k: &mut Kb, p: &[Value], it: Value, slot: Value| {
+        let (x, w, y) = (p[0], p[1], p[2]);
+        let s = has_s.then(|| p[3]);
+        let bias = has_b.then(|| p[3 + has_s as usize]);
+        // item = ((image·group + grp)·chunks + chunk)
+        let (ng, chunk) = if chunks == 1 {
+            (it, None)
+        } else {
+            let ng = k.b.ins().udiv_imm_u(it, chunks as i64);
+            (ng, Some(k.b.ins_urem(it, chunks as i64)))
+        };
+        let grp = (g.group > 1).then(|| k.b.ins_urem(ng, g.group as i64));
+        let xin = k.index(x, ng, (4 * cg * g.h * g.w) as i64);
+        let c = k.index(y, ng, (4 * mg * ohw) as i64);
+        let (a, bi) = match grp {
+            Some(grp) => (
+                k.index(w, grp, (4 * mg * kdim) as i64),
+                bias.map(|p| k.index(p, grp, (4 * mg) as i64)),
+            ),
+            None => (w, bias),
+        };
+        let Some(s) = s else {
+            gemm::emit(k, &spec, a, xin, c, bi);
+            return;
+        };
+        // One chunk of `rows` output rows: unfold, then multiply into C's columns.
+        let s = k.index(s, slot, slot_bytes);
+        let r0 = match chunk {
+            Some(ch) => k.b.ins().imul_imm_s(ch, rows as i64),
+            None => k.iconst(0),
+        };
+        im2col(k, g, xin, s, r0, rows);
+        let cc = k.index(c, r0, (4 * g.ow) as i64);
+        gemm::emit(k, &spec, a, s, cc, bi);
+    };
+    parallel::parallel_items(k, g.items(), g.item_tasks(), &caps, item);
 }
 
 /// Unfolds output rows r0..r0+rows of one group of one image: row
@@ -139,7 +207,11 @@ fn im2col(k: &mut Kb, g: &ConvGeom, x: Value, col: Value, r0: Value, rows: usize
     let cg = g.c / g.group;
     let width = rows * g.ow;
     let taps = g.kh * g.kw;
-    k.for_range(0, cg as i64, 1, |k, c| {
+    // Channels write disjoint rows: split them when the block is large
+    // (only outside item tasks, i.e. when the conv has few items).
+    let tasks = parallel::tasks_for(cg, cg * taps * width, 1 << 16, 1 << 14, parallel::MAX_TASKS);
+    parallel::parallel_items(k, cg, tasks, &[x, col, r0], &mut |k, p, c, _| {
+        let (x, col, r0) = (p[0], p[1], p[2]);
         let xc = k.index(x, c, (4 * g.h * g.w) as i64);
         let rowsp = k.index(col, c, (4 * taps * width) as i64);
         for kh in 0..g.kh {
@@ -155,7 +227,9 @@ fn im2col(k: &mut Kb, g: &ConvGeom, x: Value, col: Value, r0: Value, rows: usize
                     let dst = k.index(row, rr, (4 * g.ow) as i64);
                     let oh = k.b.ins().iadd(r0, rr);
                     // Rows whose input row falls in the padding are zero.
-                    let lo = k.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, oh, h_lo as i64);
+                    let lo =
+                        k.b.ins()
+                            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, oh, h_lo as i64);
                     let hi = k.b.ins().icmp_imm_s(IntCC::SignedLessThan, oh, h_hi as i64);
                     let inside = k.b.ins().band(lo, hi);
                     let copy_b = k.b.create_block();
@@ -169,7 +243,11 @@ fn im2col(k: &mut Kb, g: &ConvGeom, x: Value, col: Value, r0: Value, rows: usize
                     k.b.switch_to_block(copy_b);
                     k.b.seal_block(copy_b);
                     // input row ih = oh·s − p + kh·d
-                    let ih = k.b_ins_imul_add(oh, g.stride[0] as i64, kh as i64 * g.dil[0] as i64 - g.pad[0] as i64);
+                    let ih = k.b_ins_imul_add(
+                        oh,
+                        g.stride[0] as i64,
+                        kh as i64 * g.dil[0] as i64 - g.pad[0] as i64,
+                    );
                     let src_row = k.index(xc, ih, (4 * g.w) as i64);
                     movement::fill_zero(k, dst, 4 * w_lo);
                     let dtail = k.offset(dst, (4 * w_hi) as i64);

@@ -6,16 +6,22 @@
 
 use super::conv::ConvGeom;
 use super::kb::{InsExt, Kb, LANES, VF};
+use super::parallel;
 use super::pool::runs;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{Type, Value};
 
-pub fn emit(k: &mut Kb, g: &ConvGeom, x: Value, w: Value, bias: Option<Value>, y: Value) {
+pub fn emit(k: &mut Kb, g: &ConvGeom, x: Value, w: Value, bias: Option<Value>, y: Value, relu: bool) {
     let hr = runs(g.oh, g.h, g.kh, g.stride[0], g.dil[0], g.pad[0], 0);
     let wr = runs(g.ow, g.w, g.kw, g.stride[1], g.dil[1], g.pad[1], 0);
     let taps = g.kh * g.kw;
     let planes = g.n * g.c;
-    k.for_range(0, planes as i64, 1, |k, p| {
+    let work = planes * g.oh * g.ow * taps;
+    let tasks = parallel::tasks_for(planes, work, 1 << 16, 1 << 14, parallel::MAX_TASKS);
+    let mut caps = vec![x, w, y];
+    caps.extend(bias);
+    parallel::parallel_items(k, planes, tasks, &caps, &mut |k, cp, p, _| {
+        let (x, w, y, bias) = (cp[0], cp[1], cp[2], cp.get(3).copied());
         let c = k.b.ins_urem(p, g.c as i64);
         let xp = k.index(x, p, (4 * g.h * g.w) as i64);
         let yp = k.index(y, p, (4 * g.oh * g.ow) as i64);
@@ -43,6 +49,10 @@ pub fn emit(k: &mut Kb, g: &ConvGeom, x: Value, w: Value, bias: Option<Value>, y
                                 let wt = if ty == VF { k.splat(wt) } else { wt };
                                 acc = k.fma(xv, wt, acc);
                             }
+                        }
+                        if relu {
+                            let z = k.cst(ty, 0.0);
+                            acc = k.max(acc, z);
                         }
                         k.store_at(acc, yrow, ow);
                     };

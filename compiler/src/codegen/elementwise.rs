@@ -2,8 +2,9 @@
 //! expression tree over its inputs, so fused chains (from the optimizer) and
 //! single ops share one emitter.
 
-use super::kb::{Kb, LANES, VF};
+use super::kb::{InsExt, Kb, LANES, VF};
 use super::math;
+use super::parallel;
 use crate::ir::{BinaryOp, UnaryOp};
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
@@ -121,8 +122,103 @@ impl Layout {
     }
 }
 
-/// Emits `out[i] = expr(in_0[i], …)` over the broadcast layout.
+/// Below this many elements a kernel runs on one thread.
+const SPLIT_ELEMS: usize = 1 << 16;
+/// Elements per task at least (a task is then ≥ ~5 µs of streaming).
+const TASK_ELEMS: usize = 1 << 14;
+
+/// Emits `out[i] = expr(in_0[i], …)` over the broadcast layout; large
+/// kernels split over threads (contiguous chunks, or blocks of outer rows).
 pub fn emit(k: &mut Kb, expr: &Expr, layout: &Layout, ins: &[Value], out: Value) {
+    let n: usize = layout.dims.iter().product();
+    let r = layout.dims.len();
+    let mut caps: Vec<Value> = ins.to_vec();
+    caps.push(out);
+    if k.threads.is_some() && n >= SPLIT_ELEMS {
+        if r == 1 {
+            let tasks = parallel::tasks_for(n, n, SPLIT_ELEMS, TASK_ELEMS, parallel::MAX_TASKS);
+            // Chunks of whole cache lines; the last task takes the rest.
+            let chunk = n.div_ceil(tasks).div_ceil(16) * 16;
+            let tasks = n.div_ceil(chunk);
+            let tail = n - (tasks - 1) * chunk;
+            if tasks > 1 {
+                let one = |k: &mut Kb, p: &[Value], len: usize, at: Value| {
+                    let (ins, out) = p.split_at(p.len() - 1);
+                    let bases: Vec<Value> = ins
+                        .iter()
+                        .zip(&layout.strides)
+                        .map(|(&b, st)| k.index(b, at, 4 * st[0] as i64))
+                        .collect();
+                    let o = k.index(out[0], at, 4);
+                    let l = Layout {
+                        dims: vec![len],
+                        strides: layout.strides.clone(),
+                    };
+                    emit_inner(k, expr, &l, &bases, o);
+                };
+                parallel::parallel(
+                    k,
+                    tasks,
+                    &caps,
+                    &mut |k, p, t, _| {
+                        parallel::last_or_rest(
+                            k,
+                            t,
+                            tasks,
+                            &mut |k, last| {
+                                let at = if last {
+                                    k.iconst(((tasks - 1) * chunk) as i64)
+                                } else {
+                                    k.b.ins().imul_imm_s(t, chunk as i64)
+                                };
+                                one(k, p, if last { tail } else { chunk }, at)
+                            },
+                            tail != chunk,
+                        )
+                    },
+                    None,
+                );
+                return;
+            }
+        } else {
+            // Items: the outermost dims whose product gives enough of them;
+            // the dims inside stay static loops.
+            let mut s = 1;
+            while s < r - 1 && layout.dims[..s].iter().product::<usize>() < 4 * parallel::MAX_TASKS
+            {
+                s += 1;
+            }
+            let items: usize = layout.dims[..s].iter().product();
+            let tasks = parallel::tasks_for(items, n, SPLIT_ELEMS, TASK_ELEMS, parallel::MAX_TASKS);
+            if tasks > 1 {
+                let inner: usize = layout.dims[s..].iter().product();
+                parallel::parallel_items(k, items, tasks, &caps, &mut |k, p, i, _| {
+                    let (ins, out) = p.split_at(p.len() - 1);
+                    let mut bases: Vec<Value> = ins.to_vec();
+                    let mut below = items;
+                    for d in 0..s {
+                        below /= layout.dims[d];
+                        let q = if below == 1 {
+                            i
+                        } else {
+                            k.b.ins().udiv_imm_u(i, below as i64)
+                        };
+                        let idx = if d == 0 {
+                            q
+                        } else {
+                            k.b.ins_urem(q, layout.dims[d] as i64)
+                        };
+                        for (b, st) in bases.iter_mut().zip(&layout.strides) {
+                            *b = k.index(*b, idx, 4 * st[d] as i64);
+                        }
+                    }
+                    let o = k.index(out[0], i, 4 * inner as i64);
+                    emit_level(k, expr, layout, s, &bases, o);
+                });
+                return;
+            }
+        }
+    }
     let bases: Vec<Value> = ins.to_vec();
     emit_level(k, expr, layout, 0, &bases, out);
 }

@@ -6,7 +6,8 @@
 //! stays in L1 while A streams from L2. B must be row-contiguous (column
 //! stride 1); callers transpose or pre-pack otherwise.
 
-use super::kb::{Kb, PTR, VF};
+use super::kb::{InsExt, Kb, PTR, VF};
+use super::parallel;
 use super::x86;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
@@ -59,16 +60,72 @@ pub struct ConstB<'t> {
     pub transposed: bool,
 }
 
-/// Emits the whole GEMM for one (batch) instance: a call to an assembled
-/// kernel when the target has one (x86-64 AVX2/AVX-512), else f32x4 loops.
-pub fn emit(k: &mut Kb, s: &GemmSpec, a: Value, b: Value, c: Value, bias: Option<Value>) {
-    if asm_call(k, s, a, Some(b), None, c, bias) {
-        return;
-    }
-    emit_cranelift(k, s, a, b, c, bias);
+/// One dense GEMM `s` per entry of a broadcast `batch`: entry index `i`
+/// (per dim) places A at `i·sa·(M·K)`, B at `i·sb·(K·N)`, C at
+/// `i·sy·(M·N)` elements (strides 0 on broadcast dims). Large batches run
+/// their entries as parallel tasks; otherwise entries run in order and each
+/// GEMM may split itself.
+#[allow(clippy::too_many_arguments)]
+pub fn emit_batched(
+    k: &mut Kb,
+    s: &GemmSpec,
+    batch: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    sy: &[usize],
+    a: Value,
+    b: Value,
+    y: Value,
+) {
+    let nb: usize = batch.iter().product();
+    let (asz, bsz, ysz) = (s.m * s.k, s.k * s.n, s.m * s.n);
+    let tasks = parallel::tasks_for(
+        nb,
+        nb * s.m * s.n * s.k,
+        2 * MIN_TASK_MACS,
+        MIN_TASK_MACS,
+        parallel::MAX_TASKS,
+    );
+    parallel::parallel_items(k, nb, tasks, &[a, b, y], &mut |k, p, e, _| {
+        let (mut pa, mut pb, mut py) = (p[0], p[1], p[2]);
+        let mut below = nb;
+        for d in 0..batch.len() {
+            below /= batch[d].max(1);
+            let i = if below == 1 {
+                e
+            } else {
+                k.b.ins().udiv_imm_u(e, below as i64)
+            };
+            let i = if d == 0 {
+                i
+            } else {
+                k.b.ins_urem(i, batch[d] as i64)
+            };
+            pa = k.index(pa, i, (4 * sa[d] * asz) as i64);
+            pb = k.index(pb, i, (4 * sb[d] * bsz) as i64);
+            py = k.index(py, i, (4 * sy[d] * ysz) as i64);
+        }
+        emit(k, s, pa, pb, py, None);
+    });
 }
 
-/// The GEMM with B a constant: one call to an assembled kernel that reads B
+/// Where B is read from.
+#[derive(Clone, Copy)]
+enum B {
+    /// `[K, N]` rows with stride `b_row`, column stride 1.
+    Rows(Value),
+    /// Pre-packed for the assembled kernel of the whole GEMM ([`x86::pack_b`]).
+    Packed(Value),
+}
+
+/// Emits the whole GEMM for one (batch) instance: a call to an assembled
+/// kernel when the target has one (x86-64 AVX2/AVX-512), else f32x4 loops;
+/// split over the thread pool when it is large (see [`plan_split`]).
+pub fn emit(k: &mut Kb, s: &GemmSpec, a: Value, b: Value, c: Value, bias: Option<Value>) {
+    run(k, s, a, B::Rows(b), c, bias);
+}
+
+/// The GEMM with B a constant: calls to an assembled kernel that reads B
 /// pre-packed from its own data object. Returns false (emitting nothing)
 /// when no assembled kernel is available; the caller then materializes B
 /// and uses [`emit`].
@@ -80,26 +137,50 @@ pub fn emit_const_b(
     c: Value,
     bias: Option<Value>,
 ) -> bool {
-    asm_call(k, s, a, None, Some(b), c, bias)
-}
-
-fn asm_call(
-    k: &mut Kb,
-    s: &GemmSpec,
-    a: Value,
-    b: Option<Value>,
-    cb: Option<&ConstB>,
-    c: Value,
-    bias: Option<Value>,
-) -> bool {
-    let Some(be) = k.asm.as_deref_mut() else {
-        return false;
-    };
-    if s.bias.is_some_and(|x| x.strides.col > 1) || (s.bias.is_some() && bias.is_none()) {
+    if !asm_ok(s, bias) {
         return false;
     }
+    let Some(be) = k.asm() else {
+        return false;
+    };
     let level = be.level();
-    let spec = x86::AsmGemm {
+    let spec = asm_spec(s, true);
+    if be.gemm(&spec).is_none() {
+        return false;
+    }
+    let t = x86::tiling(&spec, level);
+    let key = format!("{} {level:?} {}x{}x{} nv{}", b.key, s.m, s.n, s.k, t.nv);
+    let mut make = || {
+        let (kk, n) = (s.k, s.n);
+        let rows: Vec<f32> = if b.transposed {
+            (0..kk * n).map(|e| b.data[(e % n) * kk + e / n]).collect()
+        } else {
+            b.data[..kk * n].to_vec()
+        };
+        let dense = x86::AsmGemm {
+            b_row: n,
+            ..spec.clone()
+        };
+        x86::pack_b(&dense, level, &t, &rows)
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect()
+    };
+    let Some(id) = be.data(&key, &mut make) else {
+        return false;
+    };
+    let gv = x86::backend::import_data(k.b.func, id);
+    let bp = k.b.ins().symbol_value(PTR, gv);
+    run(k, s, a, B::Packed(bp), c, bias)
+}
+
+/// The assembled kernels support this epilogue with these arguments.
+fn asm_ok(s: &GemmSpec, bias: Option<Value>) -> bool {
+    !(s.bias.is_some_and(|x| x.strides.col > 1) || (s.bias.is_some() && bias.is_none()))
+}
+
+fn asm_spec(s: &GemmSpec, b_packed: bool) -> x86::AsmGemm {
+    x86::AsmGemm {
         m: s.m,
         n: s.n,
         k: s.k,
@@ -110,52 +191,205 @@ fn asm_call(
         alpha: s.alpha,
         bias: s.bias.map(|x| (x.strides.row, x.strides.col, x.beta)),
         relu: s.relu,
-        b_packed: cb.is_some(),
-    };
-    let packed = match cb {
-        Some(cb) => {
-            let t = x86::tiling(&spec, level);
-            let key = format!("{} {level:?} {}x{}x{} nv{}", cb.key, s.m, s.n, s.k, t.nv);
-            let mut make = || {
-                let (kk, n) = (s.k, s.n);
-                let rows: Vec<f32> = if cb.transposed {
-                    (0..kk * n).map(|e| cb.data[(e % n) * kk + e / n]).collect()
-                } else {
-                    cb.data[..kk * n].to_vec()
-                };
-                let dense = x86::AsmGemm {
-                    b_row: n,
-                    ..spec.clone()
-                };
-                x86::pack_b(&dense, level, &t, &rows)
-                    .iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .collect()
+        b_packed,
+    }
+}
+
+/// One call for the GEMM `s` (no splitting); false only for packed B
+/// without an assembled kernel.
+fn call_one(k: &mut Kb, s: &GemmSpec, a: Value, b: B, c: Value, bias: Option<Value>) -> bool {
+    if asm_ok(s, bias) {
+        let packed = matches!(b, B::Packed(_));
+        let f = k.asm().and_then(|be| be.gemm(&asm_spec(s, packed)));
+        if let Some((fid, sig)) = f {
+            let fref = x86::backend::import_function(k.b.func, fid, sig);
+            let bias = match bias {
+                Some(p) if s.bias.is_some() => p,
+                _ => k.iconst(0),
             };
-            match be.data(&key, &mut make) {
-                Some(id) => Some(id),
-                None => return false,
+            let (B::Rows(bp) | B::Packed(bp)) = b;
+            k.b.ins().call(fref, &[a, bp, c, bias]);
+            return true;
+        }
+    }
+    match b {
+        B::Rows(bp) => {
+            emit_cranelift(k, s, a, bp, c, bias);
+            true
+        }
+        B::Packed(_) => false,
+    }
+}
+
+/// Work below this many multiply-adds per task is not worth a task.
+const MIN_TASK_MACS: usize = 1 << 18;
+/// Most tasks one GEMM splits into: every task is a sub-GEMM with its own
+/// packing and A (or B) reads, so fewer and larger than elementwise tasks.
+const MAX_GEMM_TASKS: usize = 8;
+
+/// A GEMM cut into `tasks` blocks of `block` rows (or columns), the last
+/// one `tail` long. Blocks are whole register tiles (rows) or column
+/// panels, so the sub-GEMMs share the tiling — and pre-packed B — of the
+/// whole GEMM, and at most two distinct kernels (block, tail) are made.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Split {
+    rows: bool,
+    tasks: usize,
+    block: usize,
+    tail: usize,
+}
+
+impl Split {
+    fn sub(&self, s: &GemmSpec, len: usize) -> GemmSpec {
+        if self.rows {
+            GemmSpec {
+                m: len,
+                ..s.clone()
+            }
+        } else {
+            GemmSpec {
+                n: len,
+                ..s.clone()
             }
         }
-        None => None,
-    };
-    let Some((fid, sig)) = be.gemm(&spec) else {
-        return false;
-    };
-    let bptr = match (packed, b) {
-        (Some(id), _) => {
-            let gv = x86::backend::import_data(k.b.func, id);
-            k.b.ins().symbol_value(PTR, gv)
+    }
+}
+
+/// How to split `s` over threads: columns (panels) when N ≥ M, so every
+/// task rereads the smaller operand A, else rows. None when small.
+fn plan_split(s: &GemmSpec, level: Option<x86::Level>) -> Option<Split> {
+    let macs = s.m * s.n * s.k;
+    let want = (macs / MIN_TASK_MACS).min(MAX_GEMM_TASKS);
+    if want < 2 {
+        return None;
+    }
+    let (nr, mr) = match level {
+        Some(l) => {
+            let t = x86::tiling(&asm_spec(s, false), l);
+            (t.nv * l.lanes(), t.mr)
         }
-        (None, Some(b)) => b,
-        (None, None) => return false,
+        None => (NR_VECS * 4, MR),
     };
-    let fref = x86::backend::import_function(k.b.func, fid, sig);
-    let bias = match bias {
-        Some(p) if s.bias.is_some() => p,
-        _ => k.iconst(0),
+    let cols = || {
+        let panels = s.n.div_ceil(nr);
+        let q = panels.div_ceil(want);
+        let tasks = panels.div_ceil(q);
+        (tasks >= 2).then(|| Split {
+            rows: false,
+            tasks,
+            block: q * nr,
+            tail: s.n - (tasks - 1) * q * nr,
+        })
     };
-    k.b.ins().call(fref, &[a, bptr, c, bias]);
+    let rows = || {
+        let units = s.m / mr.max(1);
+        let block = units.div_ceil(want) * mr;
+        let mut tasks = s.m.div_ceil(block.max(1));
+        // A tail shorter than a tile joins the block before it (its tiling,
+        // and so the packed B layout, would differ).
+        if tasks >= 2 && s.m - (tasks - 1) * block < mr {
+            tasks -= 1;
+        }
+        (units >= 2 && tasks >= 2).then(|| Split {
+            rows: true,
+            tasks,
+            block,
+            tail: s.m - (tasks - 1) * block,
+        })
+    };
+    if s.n >= s.m {
+        cols().or_else(rows)
+    } else {
+        rows().or_else(cols)
+    }
+}
+
+/// The GEMM, split over the kernel's threads when worth it.
+fn run(k: &mut Kb, s: &GemmSpec, a: Value, b: B, c: Value, bias: Option<Value>) -> bool {
+    if k.threads.is_none() {
+        return call_one(k, s, a, b, c, bias);
+    }
+    let level = k.asm().map(|be| be.level());
+    let Some(sp) = plan_split(s, level) else {
+        return call_one(k, s, a, b, c, bias);
+    };
+    if let B::Packed(_) = b {
+        // Packed B has no Cranelift fallback: every piece must assemble,
+        // and read the panels of the whole GEMM's packing (same width).
+        let mut all = true;
+        let nv = |spec: &x86::AsmGemm| level.map(|l| x86::tiling(spec, l).nv);
+        let whole = nv(&asm_spec(s, true));
+        for len in [sp.block, sp.tail] {
+            let spec = asm_spec(&sp.sub(s, len), true);
+            all &= nv(&spec) == whole && k.asm().and_then(|be| be.gemm(&spec)).is_some();
+        }
+        if !all {
+            return call_one(k, s, a, b, c, bias);
+        }
+    }
+    let packed = matches!(b, B::Packed(_));
+    let (B::Rows(bp) | B::Packed(bp)) = b;
+    let mut caps = vec![a, bp, c];
+    let with_bias = s.bias.is_some() && bias.is_some();
+    if with_bias {
+        caps.extend(bias);
+    }
+    // Pointers of the piece starting at row/column `at` (a Value).
+    let piece = |k: &mut Kb, p: &[Value], at: Value| -> (Value, B, Value, Option<Value>) {
+        let bias = with_bias.then(|| p[3]);
+        let bias_st = s
+            .bias
+            .map(|x| x.strides)
+            .unwrap_or(Strides { row: 0, col: 0 });
+        if sp.rows {
+            let a = k.index(p[0], at, 4 * s.a.row as i64);
+            let c = k.index(p[2], at, 4 * s.c_row as i64);
+            let bias = bias.map(|q| k.index(q, at, 4 * bias_st.row as i64));
+            let b = if packed {
+                B::Packed(p[1])
+            } else {
+                B::Rows(p[1])
+            };
+            (a, b, c, bias)
+        } else {
+            let a = p[0];
+            let b = if packed {
+                // Whole panels are K-major blocks of NR columns.
+                B::Packed(k.index(p[1], at, 4 * s.k as i64))
+            } else {
+                B::Rows(k.index(p[1], at, 4))
+            };
+            let c = k.index(p[2], at, 4);
+            let bias = bias.map(|q| k.index(q, at, 4 * bias_st.col as i64));
+            (a, b, c, bias)
+        }
+    };
+    let body = &mut |k: &mut Kb, p: &[Value], t: Value, _slot: Value| {
+        let one = |k: &mut Kb, len: usize, at: Value| {
+            let (a, b, c, bias) = piece(k, p, at);
+            call_one(k, &sp.sub(s, len), a, b, c, bias);
+        };
+        let last_at = ((sp.tasks - 1) * sp.block) as i64;
+        parallel::last_or_rest(
+            k,
+            t,
+            sp.tasks,
+            &mut |k, last| {
+                if last {
+                    let at = k.iconst(last_at);
+                    one(k, sp.tail, at);
+                } else {
+                    let at = k.b.ins().imul_imm_s(t, sp.block as i64);
+                    one(k, sp.block, at);
+                }
+            },
+            sp.tail != sp.block,
+        );
+    };
+    let serial = &mut |k: &mut Kb| {
+        call_one(k, s, a, b, c, bias);
+    };
+    parallel::parallel(k, sp.tasks, &caps, body, Some(serial));
     true
 }
 

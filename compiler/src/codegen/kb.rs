@@ -2,6 +2,7 @@
 //! few idioms every kernel needs — static-trip-count loops, f32x4 vectors,
 //! address arithmetic — so kernel files read like the loops they emit.
 
+use super::parallel::Env;
 use super::x86::backend::GemmBackend;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
@@ -19,8 +20,12 @@ pub struct Kb<'a> {
     /// Use fused multiply-add instructions (else mul + add, which never
     /// turns into a libm call).
     pub has_fma: bool,
-    /// Assembled x86-64 GEMMs (`gemm::emit` calls them when present).
-    pub asm: Option<&'a mut dyn GemmBackend>,
+    /// The module being built: assembled x86-64 GEMMs (`gemm::emit` calls
+    /// them when present) and task functions for `parallel`.
+    pub env: Option<&'a mut dyn Env>,
+    /// The kernel's `const nnc_threads *` argument (may be NULL at run
+    /// time); None inside task functions and wherever nothing may split.
+    pub threads: Option<Value>,
     mf: MemFlagsData,
 }
 
@@ -31,15 +36,32 @@ impl<'a> Kb<'a> {
         Kb {
             b,
             has_fma,
-            asm: None,
+            env: None,
+            threads: None,
             mf: MemFlagsData::new().with_notrap(),
         }
     }
 
-    /// Routes GEMMs to assembled kernels.
-    pub fn with_asm(mut self, asm: Option<&'a mut dyn GemmBackend>) -> Self {
-        self.asm = asm;
+    /// Attaches the module (assembled GEMMs, task functions).
+    pub fn with_env(mut self, env: Option<&'a mut dyn Env>) -> Self {
+        self.env = env;
         self
+    }
+
+    /// Lets the kernel split work over `threads` (a pointer value).
+    pub fn with_threads(mut self, threads: Option<Value>) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// The assembled-GEMM backend, if the target has one.
+    pub fn asm(&mut self) -> Option<&mut dyn GemmBackend> {
+        self.env.as_deref_mut().and_then(|e| e.gemm())
+    }
+
+    /// Flags of every kernel memory access.
+    pub fn mf(&self) -> MemFlagsData {
+        self.mf
     }
 
     pub fn iconst(&mut self, x: i64) -> Value {
@@ -75,6 +97,9 @@ impl<'a> Kb<'a> {
 
     /// `p + i * scale` (i is an i64 element index).
     pub fn index(&mut self, p: Value, i: Value, scale: i64) -> Value {
+        if scale == 0 {
+            return p;
+        }
         let off = if scale == 1 {
             i
         } else {

@@ -128,6 +128,7 @@ pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
         }
         Op::Reshape { .. } | Op::Transpose { .. } | Op::Concat { .. } | Op::Slice { .. } => Ok(()),
         Op::Gather { .. } | Op::Expand { .. } | Op::Tile { .. } => Ok(()),
+        Op::GatherElements { .. } => Ok(()),
         Op::Attention { .. } => need_f32("attention"),
     }
 }
@@ -176,13 +177,13 @@ pub fn scratch_bytes(g: &Graph, id: ValueId) -> usize {
     let (op, args) = op_and_args(g, id);
     match op {
         Op::Conv { window, group } => {
-            conv_geom(window, *group, args[0], args[1], g.ty(id)).scratch_bytes()
+            conv_geom(window, *group, args[0], args[1], g.ty(id)).total_scratch_bytes()
         }
-        Op::ConvImpl { window, group, algo } => match algo {
+        Op::ConvImpl { window, group, algo, .. } => match algo {
             ConvAlgo::Im2col { chunk_rows } => {
                 let mut geom = conv_geom(window, *group, args[0], args[1], g.ty(id));
                 geom.chunk_rows = *chunk_rows;
-                geom.scratch_bytes()
+                geom.total_scratch_bytes()
             }
             ConvAlgo::Pointwise | ConvAlgo::Depthwise => 0,
         },
@@ -456,16 +457,31 @@ pub fn emit(
             );
             return k.get(status);
         }
-        Op::ConvImpl { window, group, algo } => {
+        Op::ConvImpl { window, group, algo, relu } => {
             let mut geom = conv_geom(window, *group, args[0], args[1], y);
             match algo {
-                ConvAlgo::Depthwise => dwconv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out),
+                ConvAlgo::Depthwise => dwconv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, *relu),
                 ConvAlgo::Im2col { chunk_rows } => {
                     geom.chunk_rows = *chunk_rows;
-                    conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, scratch, false);
+                    conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, scratch, *relu);
                 }
-                ConvAlgo::Pointwise => conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, None, false),
+                ConvAlgo::Pointwise => conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, None, *relu),
             }
+        }
+        Op::GatherElements { axis } => {
+            let status = k.var(I32, zero);
+            super::indexing::gather_elements(
+                k,
+                &args[0].shape,
+                &args[1].shape,
+                *axis,
+                a[0],
+                a[1],
+                out,
+                esize,
+                status,
+            );
+            return k.get(status);
         }
         Op::Attention { .. } => {
             let geom = attn_geom(op, &args, y);
@@ -600,75 +616,6 @@ fn matmul(
         }
         return;
     }
-    // Batch index → operand offsets, computed at compile time per entry when
-    // small, else by nested loops.
-    batch_loop(
-        k,
-        &batch,
-        &sa,
-        &sb,
-        0,
-        a,
-        b,
-        y,
-        m * kk,
-        kk * n,
-        m * n,
-        &spec,
-        &bst,
-        nb,
-    );
-}
-
-#[allow(clippy::too_many_arguments)]
-fn batch_loop(
-    k: &mut Kb,
-    batch: &[usize],
-    sa: &[usize],
-    sb: &[usize],
-    d: usize,
-    a: Value,
-    b: Value,
-    y: Value,
-    asz: usize,
-    bsz: usize,
-    ysz: usize,
-    spec: &GemmSpec,
-    yst: &[usize],
-    nb: usize,
-) {
-    if d == batch.len() {
-        gemm::emit(k, spec, a, b, y, None);
-        return;
-    }
-    let _ = nb;
-    k.for_range(0, batch[d] as i64, 1, |k, i| {
-        let pa = if sa[d] == 0 {
-            a
-        } else {
-            k.index(a, i, (4 * sa[d] * asz) as i64)
-        };
-        let pb = if sb[d] == 0 {
-            b
-        } else {
-            k.index(b, i, (4 * sb[d] * bsz) as i64)
-        };
-        let py = k.index(y, i, (4 * yst[d] * ysz) as i64);
-        batch_loop(
-            k,
-            batch,
-            sa,
-            sb,
-            d + 1,
-            pa,
-            pb,
-            py,
-            asz,
-            bsz,
-            ysz,
-            spec,
-            yst,
-            nb,
-        );
-    });
+    // One GEMM per batch entry (entries split over threads when large).
+    gemm::emit_batched(k, &spec, &batch, &sa, &sb, &bst, a, b, y);
 }

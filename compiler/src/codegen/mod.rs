@@ -11,10 +11,12 @@ mod conv;
 mod dwconv;
 mod elementwise;
 mod gemm;
+mod indexing;
 mod kb;
 pub mod kernels;
 mod math;
 mod movement;
+mod parallel;
 mod pool;
 mod reduce;
 pub mod target;
@@ -59,6 +61,8 @@ fn merr(e: impl std::fmt::Display) -> CodegenError {
 pub struct Entry {
     pub run: FuncId,
     pub info: FuncId,
+    /// Task functions defined for splitting kernels over threads.
+    pub task_functions: usize,
 }
 
 pub struct Options {
@@ -102,6 +106,7 @@ pub fn define_model<M: Module>(
     let mut kernel_ids = Vec::new();
     let tcfg = m.target_config();
     let mut asm_state = x86::backend::AsmState::default();
+    let mut task_count = 0usize;
     for (si, step) in plan.steps.iter().enumerate() {
         let (nargs, name) = match step {
             Step::Kernel { value, scratch } => {
@@ -109,11 +114,11 @@ pub fn define_model<M: Module>(
                     unreachable!()
                 };
                 (
-                    args.len() + 1 + scratch.is_some() as usize,
+                    args.len() + 2 + scratch.is_some() as usize,
                     format!("{prefix}__k{si}_{}", op.name()),
                 )
             }
-            Step::Copy { .. } => (2, format!("{prefix}__k{si}_copy")),
+            Step::Copy { .. } => (3, format!("{prefix}__k{si}_copy")),
         };
         let mut sig = m.make_signature();
         for _ in 0..nargs {
@@ -131,18 +136,22 @@ pub fn define_model<M: Module>(
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             b.seal_block(entry);
-            let params = b.block_params(entry).to_vec();
-            let mut backend = opts.gemm_level.map(|level| x86::backend::ModuleBackend {
-                module: &mut *m,
-                state: &mut asm_state,
-                prefix,
-                level,
-            });
-            let mut k = Kb::new(b, opts.has_fma).with_asm(
-                backend
-                    .as_mut()
-                    .map(|b| b as &mut dyn x86::backend::GemmBackend),
-            );
+            let mut params = b.block_params(entry).to_vec();
+            // Last parameter: run's `const nnc_threads *`.
+            let threads = params.pop().expect("threads parameter");
+            let mut env = parallel::ModuleEnv {
+                be: x86::backend::ModuleBackend {
+                    module: &mut *m,
+                    state: &mut asm_state,
+                    prefix,
+                    level: opts.gemm_level,
+                },
+                tasks: &mut task_count,
+                error: None,
+            };
+            let mut k = Kb::new(b, opts.has_fma)
+                .with_env(Some(&mut env as &mut dyn parallel::Env))
+                .with_threads(Some(threads));
             let st = match step {
                 Step::Kernel { value, scratch } => {
                     let n = params.len() - 1 - scratch.is_some() as usize;
@@ -157,6 +166,9 @@ pub fn define_model<M: Module>(
             };
             k.b.ins().return_(&[st]);
             k.b.finalize(tcfg);
+            if let Some(e) = env.error {
+                return Err(CodegenError::Module(e));
+            }
         }
         if std::env::var_os("NNC_DUMP_CLIF").is_some() {
             eprintln!("{}", ctx.func.display());
@@ -211,7 +223,11 @@ pub fn define_model<M: Module>(
         define_getter(m, &mut ctx, &mut fctx, "nnc_model_info", info_data)?;
         define_forwarder(m, &mut ctx, &mut fctx, "nnc_model_run", run, &run_sig)?;
     }
-    Ok(Entry { run, info })
+    Ok(Entry {
+        run,
+        info,
+        task_functions: task_count,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -243,7 +259,7 @@ fn build_run<M: Module>(
     b.switch_to_block(entry);
     b.seal_block(entry);
     let p = b.block_params(entry).to_vec();
-    let (inputs, outputs, ws_arg) = (p[0], p[1], p[2]);
+    let (inputs, outputs, ws_arg, threads) = (p[0], p[1], p[2], p[3]);
     let fail = b.create_block();
     b.append_block_param(fail, I32);
 
@@ -328,6 +344,8 @@ fn build_run<M: Module>(
             }
             Step::Copy { src, output } => vec![ptr_of(&mut b, plan.loc(*src)), out_ptrs[*output]],
         };
+        let mut args = args;
+        args.push(threads);
         let call = b.ins().call(krefs[si], &args);
         let st = b.inst_results(call)[0];
         let next = b.create_block();

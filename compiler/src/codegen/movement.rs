@@ -1,6 +1,7 @@
 //! Data movement kernels: copies, transpose, concat, slice, gather, tile, pad.
 
 use super::kb::Kb;
+use super::parallel;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, I64};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
@@ -102,6 +103,21 @@ pub fn strided_copy(
         d.push(1);
         si.push(1);
         so.push(1);
+    }
+    // Large copies split over threads by the outermost dim (disjoint
+    // output blocks: every caller writes a dense or sub-block region).
+    let n: usize = d.iter().product();
+    if d.len() >= 2 && k.threads.is_some() {
+        let tasks = parallel::tasks_for(d[0], n, 1 << 16, 1 << 14, parallel::MAX_TASKS);
+        if tasks > 1 {
+            let e = esize as i64;
+            parallel::parallel_items(k, d[0], tasks, &[src, dst], &mut |k, p, i, _| {
+                let ps = k.index(p[0], i, si[0] * e);
+                let pd = k.index(p[1], i, so[0] * e);
+                level(k, &d, &si, &so, 1, ps, pd, esize);
+            });
+            return;
+        }
     }
     level(k, &d, &si, &so, 0, src, dst, esize);
 }

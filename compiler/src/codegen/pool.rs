@@ -3,6 +3,7 @@
 //! valid tap range, so each run is a loop with a fully static window.
 
 use super::kb::Kb;
+use super::parallel;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::Value;
 
@@ -34,7 +35,15 @@ pub(super) struct Run {
     pub padded_count: usize,
 }
 
-pub(super) fn runs(out: usize, size: usize, k: usize, s: usize, d: usize, pb: usize, pe: usize) -> Vec<Run> {
+pub(super) fn runs(
+    out: usize,
+    size: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+    pb: usize,
+    pe: usize,
+) -> Vec<Run> {
     let mut v: Vec<Run> = Vec::new();
     for o in 0..out {
         let base = (o * s) as i64 - pb as i64;
@@ -85,7 +94,10 @@ pub fn emit(k: &mut Kb, g: &PoolGeom, x: Value, y: Value) {
         g.pad_begin[1],
         g.pad_end[1],
     );
-    k.for_range(0, g.planes as i64, 1, |k, p| {
+    let work = g.planes * g.oh * g.ow * g.k[0] * g.k[1];
+    let tasks = parallel::tasks_for(g.planes, work, 1 << 16, 1 << 14, parallel::MAX_TASKS);
+    parallel::parallel_items(k, g.planes, tasks, &[x, y], &mut |k, c, p, _| {
+        let (x, y) = (c[0], c[1]);
         let xp = k.index(x, p, (4 * g.h * g.w) as i64);
         let yp = k.index(y, p, (4 * g.oh * g.ow) as i64);
         for hrun in &hr {

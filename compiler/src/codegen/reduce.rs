@@ -6,6 +6,7 @@
 
 use super::kb::{Kb, LANES, VF};
 use super::math;
+use super::parallel;
 use crate::ir::ReduceOp;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
@@ -111,20 +112,42 @@ fn min(k: &mut Kb, a: Value, b: Value) -> Value {
     k.min(a, b)
 }
 
-/// Calls `f(k, line_base, out_index, ty)` for every reduction line: with
-/// inner = 1 one line per outer index (ty = F32 marks a contiguous row);
-/// otherwise one per inner lane chunk (ty = F32X4 or F32 tail).
-fn for_lines(k: &mut Kb, v: Orc, x: Value, mut f: impl FnMut(&mut Kb, Value, Value, Type, bool)) {
-    k.for_range(0, v.outer as i64, 1, |k, o| {
+/// Below this many input elements a kernel runs on one thread.
+const SPLIT_ELEMS: usize = 1 << 16;
+/// Input elements per task at least.
+const TASK_ELEMS: usize = 1 << 14;
+
+/// Tasks for a kernel over `v`, split by outer index (each task owns whole
+/// reduction lines, so sums are never split).
+fn outer_tasks(v: Orc) -> usize {
+    let n = v.outer * v.r * v.inner;
+    parallel::tasks_for(v.outer, n, SPLIT_ELEMS, TASK_ELEMS, parallel::MAX_TASKS)
+}
+
+/// Calls `f(k, line_base, out_index, ty, row, y)` for every reduction line:
+/// with inner = 1 one line per outer index (ty = F32 marks a contiguous
+/// row); otherwise one per inner lane chunk (ty = F32X4 or F32 tail). Outer
+/// indices may run as parallel tasks: `f` must use `y` as given, and no
+/// other value of the kernel.
+fn for_lines(
+    k: &mut Kb,
+    v: Orc,
+    x: Value,
+    y: Value,
+    mut f: impl FnMut(&mut Kb, Value, Value, Type, bool, Value),
+) {
+    let tasks = outer_tasks(v);
+    parallel::parallel_items(k, v.outer, tasks, &[x, y], &mut |k, p, o, _| {
+        let (x, y) = (p[0], p[1]);
         let xo = k.index(x, o, (4 * v.r * v.inner) as i64);
         if v.inner == 1 {
-            f(k, xo, o, F32, true);
+            f(k, xo, o, F32, true, y);
         } else {
             let oi = k.b.ins().imul_imm_s(o, v.inner as i64);
             k.for_lanes(v.inner, |k, j, ty| {
                 let base = k.index(xo, j, 4);
                 let out = k.b.ins().iadd(oi, j);
-                f(k, base, out, ty, false);
+                f(k, base, out, ty, false, y);
             });
         }
     });
@@ -150,7 +173,7 @@ fn reduce_line(
 }
 
 pub fn reduce(k: &mut Kb, op: ReduceOp, v: Orc, x: Value, y: Value) {
-    for_lines(k, v, x, |k, base, out, ty, row| {
+    for_lines(k, v, x, y, |k, base, out, ty, row, y| {
         let r = match op {
             ReduceOp::Sum | ReduceOp::Mean => reduce_line(k, v, base, ty, row, 0.0, &id, add),
             ReduceOp::Max => reduce_line(k, v, base, ty, row, f32::NEG_INFINITY, &id, max),
@@ -195,7 +218,9 @@ fn lanes_of(k: &mut Kb, s: Value, row: bool) -> (Value, Value) {
 
 /// Softmax or log-softmax along the middle axis of `v`.
 pub fn softmax(k: &mut Kb, v: Orc, log: bool, x: Value, y: Value) {
-    k.for_range(0, v.outer as i64, 1, |k, o| {
+    let tasks = outer_tasks(v);
+    parallel::parallel_items(k, v.outer, tasks, &[x, y], &mut |k, p, o, _| {
+        let (x, y) = (p[0], p[1]);
         let xo = k.index(x, o, (4 * v.r * v.inner) as i64);
         let yo = k.index(y, o, (4 * v.r * v.inner) as i64);
         if v.inner == 1 {
@@ -319,7 +344,15 @@ pub fn normalize(
     bias: Option<Value>,
     y: Value,
 ) {
-    k.for_range(0, rows as i64, 1, |k, row| {
+    let v = Orc {
+        outer: rows,
+        r: n,
+        inner: 1,
+    };
+    let mut caps = vec![x, scale, y];
+    caps.extend(bias);
+    parallel::parallel_items(k, rows, outer_tasks(v), &caps, &mut |k, p, row, _| {
+        let (x, scale, y, bias) = (p[0], p[1], p[2], p.get(3).copied());
         let xr = k.index(x, row, (4 * n) as i64);
         let yr = k.index(y, row, (4 * n) as i64);
         let s = fold_row(k, xr, n, 0.0, &id, add);
@@ -391,7 +424,8 @@ pub fn normalize(
 pub fn argmax(k: &mut Kb, v: Orc, select_last: bool, x: Value, y: Value) {
     use cranelift_codegen::ir::condcodes::FloatCC;
     use cranelift_codegen::ir::types::I64;
-    k.for_range(0, v.outer as i64, 1, |k, o| {
+    parallel::parallel_items(k, v.outer, outer_tasks(v), &[x, y], &mut |k, p, o, _| {
+        let (x, y) = (p[0], p[1]);
         let xo = k.index(x, o, (4 * v.r * v.inner) as i64);
         let yo = k.index(y, o, (8 * v.inner) as i64);
         k.for_range(0, v.inner as i64, 1, |k, j| {
@@ -404,14 +438,22 @@ pub fn argmax(k: &mut Kb, v: Orc, select_last: bool, x: Value, y: Value) {
                 let p = k.index(base, i, (4 * v.inner) as i64);
                 let xv = k.load(F32, p, 0);
                 let cur = k.get(best);
-                let cc = if select_last { FloatCC::GreaterThanOrEqual } else { FloatCC::GreaterThan };
+                let cc = if select_last {
+                    FloatCC::GreaterThanOrEqual
+                } else {
+                    FloatCC::GreaterThan
+                };
                 let gt = k.b.ins().fcmp(cc, xv, cur);
                 // NaN wins over numbers; among NaNs the first (or last) one.
                 let x_nan = k.b.ins().fcmp(FloatCC::Unordered, xv, xv);
                 let c_nan = k.b.ins().fcmp(FloatCC::Unordered, cur, cur);
                 let not_c_nan = k.b.ins().bxor_imm_u(c_nan, 1);
                 let nan_first = k.b.ins().band(x_nan, not_c_nan);
-                let nan_last = if select_last { k.b.ins().band(x_nan, c_nan) } else { k.b.ins().iconst(cranelift_codegen::ir::types::I8, 0) };
+                let nan_last = if select_last {
+                    k.b.ins().band(x_nan, c_nan)
+                } else {
+                    k.b.ins().iconst(cranelift_codegen::ir::types::I8, 0)
+                };
                 let num_ok = k.b.ins().band(gt, not_c_nan);
                 let take = k.b.ins().bor(num_ok, nan_first);
                 let take = k.b.ins().bor(take, nan_last);

@@ -138,7 +138,11 @@ fn eval_data(op: &Op, args: &[&Tensor], out: &[usize]) -> Result<TensorData, Str
             *trans_b,
             out,
         )?,
-        Op::Conv { window, group } | Op::ConvImpl { window, group, .. } => conv(args, window, *group, out)?,
+        Op::Conv { window, group } | Op::ConvImpl { window, group, relu: false, .. } => conv(args, window, *group, out)?,
+        Op::ConvImpl { window, group, relu: true, .. } => match conv(args, window, *group, out)? {
+            TensorData::F32(v) => TensorData::F32(v.into_iter().map(|x| if x < 0.0 { 0.0 } else { x }).collect()),
+            d => d,
+        },
         Op::Pool { kind, window } => pool(a, *kind, window, out)?,
         Op::Softmax { axis, log } => softmax(a, *axis, *log)?,
         Op::LayerNorm { axis, epsilon } => {
@@ -221,6 +225,7 @@ fn eval_data(op: &Op, args: &[&Tensor], out: &[usize]) -> Result<TensorData, Str
             take(&a.data, &index_map(out, at), 0.0)
         }
         Op::Gather { axis } => gather(a, args[1], *axis)?,
+        Op::GatherElements { axis } => gather_elements(a, args[1], *axis)?,
         Op::Expand { .. } => take(
             &a.data,
             &broadcast_map(&a.shape, out)
@@ -1042,6 +1047,37 @@ fn gather(a: &Tensor, idx: &Tensor, axis: usize) -> Result<TensorData, String> {
     Ok(take(&a.data, &map, 0.0))
 }
 
+fn gather_elements(a: &Tensor, idx: &Tensor, axis: usize) -> Result<TensorData, String> {
+    let ix = idx.as_i64().ok_or("gather_elements indices must be i64")?;
+    let st = contiguous_strides(&a.shape);
+    let dim = a.shape[axis] as i64;
+    let mut map = Vec::with_capacity(ix.len());
+    let mut k = 0;
+    let mut bad = None;
+    each_index(&idx.shape, |o| {
+        let i = ix[k];
+        k += 1;
+        let j = if i < 0 { i + dim } else { i };
+        if !(0..dim).contains(&j) {
+            bad.get_or_insert(i);
+            map.push(None);
+            return;
+        }
+        let off: usize = o
+            .iter()
+            .enumerate()
+            .map(|(d, &p)| if d == axis { j as usize } else { p } * st[d])
+            .sum();
+        map.push(Some(off));
+    });
+    if let Some(i) = bad {
+        return Err(format!(
+            "gather_elements index {i} is out of range for axis {axis} of size {dim}"
+        ));
+    }
+    Ok(take(&a.data, &map, 0.0))
+}
+
 /// Pads (or crops, for negative pads). Cropping happens first, as in
 /// onnxruntime, so reflect/edge/wrap refer to the cropped tensor.
 fn pad(
@@ -1218,6 +1254,30 @@ mod tests {
             &[&t64(&[3], &[2, 3, 4])],
         );
         assert_eq!((r.shape.clone(), i(&r)), (vec![], vec![24]));
+    }
+
+    #[test]
+    fn gather_elements_round_sign() {
+        let data = t64(&[2, 3], &[0, 1, 2, 10, 11, 12]);
+        let g = ev(
+            Op::GatherElements { axis: 1 },
+            &[&data, &t64(&[2, 2], &[2, -3, 0, 1])],
+        );
+        assert_eq!((g.shape.clone(), i(&g)), (vec![2, 2], vec![2, 0, 10, 11]));
+        let g = ev(
+            Op::GatherElements { axis: 0 },
+            &[&data, &t64(&[1, 3], &[1, 0, -1])],
+        );
+        assert_eq!(i(&g), [10, 1, 12]);
+        let err = eval_op(
+            &Op::GatherElements { axis: 0 },
+            &[&data, &t64(&[1, 1], &[2])],
+        )
+        .unwrap_err();
+        assert!(err.contains("out of range"), "{err}");
+        let x = tf(&[6], &[0.5, 1.5, -2.5, 2.6, -0.0, -3.0]);
+        assert_eq!(f(&ev(Op::Unary(UnaryOp::Round), &[&x])), [0.0, 2.0, -2.0, 3.0, 0.0, -3.0]);
+        assert_eq!(f(&ev(Op::Unary(UnaryOp::Sign), &[&x])), [1.0, 1.0, -1.0, 1.0, 0.0, -1.0]);
     }
 
     #[test]

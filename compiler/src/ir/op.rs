@@ -281,7 +281,8 @@ pub enum Op {
     },
     /// A convolution with its algorithm chosen (produced by the optimizer;
     /// same semantics and inputs as `Conv`).
-    ConvImpl { window: Window, group: usize, algo: ConvAlgo },
+    /// `relu` fuses a following Relu into the kernel's epilogue.
+    ConvImpl { window: Window, group: usize, algo: ConvAlgo, relu: bool },
     /// N-d pooling, NCHW.
     Pool {
         kind: PoolKind,
@@ -329,6 +330,13 @@ pub enum Op {
     },
     /// numpy `take` along `axis`; indices are i64 (negative wrap).
     Gather {
+        axis: usize,
+    },
+    /// ONNX GatherElements: inputs data and i64 indices of the same rank;
+    /// `out[i] = data[i with dim axis replaced by indices[i]]` (negative
+    /// indices wrap once). The result has the indices' shape, whose dims
+    /// other than `axis` must not exceed data's.
+    GatherElements {
         axis: usize,
     },
     /// Broadcast to `shape`.
@@ -407,6 +415,7 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::Slice { .. } => "slice",
             Op::Gather { .. } => "gather",
+            Op::GatherElements { .. } => "gather_elements",
             Op::Expand { .. } => "expand",
             Op::Tile { .. } => "tile",
             Op::Pad { .. } => "pad",
@@ -434,13 +443,14 @@ impl Op {
                 format!("alpha={alpha} beta={beta} trans_a={trans_a} trans_b={trans_b}")
             }
             Op::Conv { window, group } => format!("{} group={group}", window_attrs(window)),
-            Op::ConvImpl { window, group, algo } => {
+            Op::ConvImpl { window, group, algo, relu } => {
                 let a = match algo {
                     ConvAlgo::Im2col { chunk_rows } => format!("im2col(rows={chunk_rows})"),
                     ConvAlgo::Pointwise => "pointwise".into(),
                     ConvAlgo::Depthwise => "depthwise".into(),
                 };
-                format!("{} group={group} algo={a}", window_attrs(window))
+                let r = if *relu { " relu=true" } else { "" };
+                format!("{} group={group} algo={a}{r}", window_attrs(window))
             }
             Op::Pool { kind, window } => match kind {
                 PoolKind::Max => window_attrs(window),
@@ -474,7 +484,7 @@ impl Op {
                     .collect();
                 format!("dims=[{}]", parts.join(","))
             }
-            Op::Gather { axis } => format!("axis={axis}"),
+            Op::Gather { axis } | Op::GatherElements { axis } => format!("axis={axis}"),
             Op::Expand { shape } => format!("shape={shape:?}"),
             Op::Tile { repeats } => format!("repeats={repeats:?}"),
             Op::Pad { pads, mode, value } => format!("pads={pads:?} mode={mode:?} value={value}"),
@@ -497,7 +507,7 @@ impl Op {
                 (1, 1)
             }
             Op::Slice { .. } | Op::Expand { .. } | Op::Tile { .. } | Op::Pad { .. } => (1, 1),
-            Op::Binary(_) | Op::MatMul | Op::Gather { .. } => (2, 2),
+            Op::Binary(_) | Op::MatMul | Op::Gather { .. } | Op::GatherElements { .. } => (2, 2),
             Op::Where | Op::InstanceNorm { .. } => (3, 3),
             Op::Gemm { .. } | Op::Conv { .. } | Op::ConvImpl { .. } | Op::LayerNorm { .. } => (2, 3),
             Op::Concat { .. } => (1, usize::MAX),
@@ -827,6 +837,29 @@ impl Op {
                     a.dtype,
                     dims.iter().map(|d| d.count).collect(),
                 ))
+            }
+            Op::GatherElements { axis } => {
+                check_axis(*axis, a.rank())?;
+                let idx = args[1];
+                expect_dtype(idx, DType::I64, "gather_elements indices")?;
+                if idx.rank() != a.rank() {
+                    return Err(format!(
+                        "indices of shape {:?} must have the rank of data {:?}",
+                        idx.shape, a.shape
+                    ));
+                }
+                for d in 0..a.rank() {
+                    if d != *axis && idx.shape[d] > a.shape[d] {
+                        return Err(format!(
+                            "indices of shape {:?} exceed data {:?} in dim {d}",
+                            idx.shape, a.shape
+                        ));
+                    }
+                }
+                if a.shape[*axis] == 0 && idx.numel() > 0 {
+                    return Err("gather_elements from an empty axis".into());
+                }
+                Ok(TensorType::new(a.dtype, idx.shape.clone()))
             }
             Op::Gather { axis } => {
                 check_axis(*axis, a.rank())?;

@@ -122,7 +122,7 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                 };
                 flops / m.gemm_gflops + mem + unfold
             }
-            Op::ConvImpl { window, group, algo } => conv_ns(m, window, *group, *algo, args, out) + mem,
+            Op::ConvImpl { window, group, algo, .. } => conv_ns(m, window, *group, *algo, args, out) + mem,
             Op::Unary(u) => n * unary_weight(u) / m.elem_gops + mem,
             Op::Binary(_) | Op::Where | Op::Cast { .. } => n / m.elem_gops + mem,
             Op::Softmax { .. } => 16.0 * n / m.elem_gops + 2.0 * mem,
@@ -132,6 +132,7 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                 n * window.kernel.iter().product::<usize>() as f64 / m.elem_gops + mem
             }
             // Strided data movement runs below bandwidth.
+            Op::GatherElements { .. } => 3.0 * mem,
             Op::Transpose { .. } | Op::Gather { .. } | Op::Tile { .. } | Op::Slice { .. } => {
                 2.0 * mem
             }

@@ -77,7 +77,8 @@ pub fn extract(eg: &EG, roots: &[Id], own: &dyn Fn(&EG, &Nnc) -> Option<f64>) ->
     // Greedy choices are per class; a class shared by several roots can make
     // a locally dearer node globally cheaper (e.g. keep mul(conv) when the
     // conv is needed anyway). Improve by single-class swaps on the whole DAG.
-    for _ in 0..3 {
+    let mut budget = 1500usize;
+    for _ in 0..8 {
         let mut improved = false;
         let mut live: Vec<Id> = reachable(eg, &choice, &roots).into_iter().collect();
         live.sort();
@@ -97,6 +98,54 @@ pub fn extract(eg: &EG, roots: &[Id], own: &dyn Fn(&EG, &Nnc) -> Option<f64>) ->
                     }
                     _ => {
                         choice.insert(cid, old);
+                    }
+                }
+            }
+        }
+        // Pairs of swaps, for choices that only pay off together (e.g. one
+        // shared conv feeding both a mul and a relu instead of two fused convs).
+        if !improved {
+            let mut multi: Vec<Id> = reachable(eg, &choice, &roots).into_iter().filter(|&c| eg[c].nodes.len() > 1).collect();
+            multi.sort();
+            multi.truncate(64);
+            // Only classes whose alternatives read a common class compete.
+            let kids: HashMap<Id, std::collections::BTreeSet<Id>> = multi
+                .iter()
+                .map(|&c| (c, eg[c].nodes.iter().flat_map(|n| n.children().iter().map(|&x| eg.find(x))).collect()))
+                .collect();
+            'pairs: for (i, &a) in multi.iter().enumerate() {
+                for &b in &multi[i + 1..] {
+                    if kids[&a].is_disjoint(&kids[&b]) {
+                        continue;
+                    }
+                    for na in &eg[a].nodes {
+                        for nb in &eg[b].nodes {
+                            if own(eg, na).is_none() || own(eg, nb).is_none() {
+                                continue;
+                            }
+                            let ready = |n: &Nnc, ch: &HashMap<Id, Nnc>| n.children().iter().all(|c| ch.contains_key(&eg.find(*c)));
+                            if !ready(na, &choice) || !ready(nb, &choice) {
+                                continue;
+                            }
+                            // A fixed evaluation budget keeps extraction fast and deterministic.
+                            budget = budget.saturating_sub(1);
+                            if budget == 0 {
+                                break 'pairs;
+                            }
+                            let oa = choice.insert(a, na.clone()).expect("chosen");
+                            let ob = choice.insert(b, nb.clone()).expect("chosen");
+                            match dag_cost(eg, &choice, &roots, own) {
+                                Some(t) if t < total - 1e-6 => {
+                                    total = t;
+                                    improved = true;
+                                    break 'pairs;
+                                }
+                                _ => {
+                                    choice.insert(a, oa);
+                                    choice.insert(b, ob);
+                                }
+                            }
+                        }
                     }
                 }
             }

@@ -134,6 +134,7 @@ pub const OP_NAMES: &[&str] = &[
     "concat",
     "slice",
     "gather",
+    "gather_elements",
     "expand",
     "tile",
     "pad",

@@ -505,7 +505,7 @@ fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     }
     let mut last = None;
     for algo in algos {
-        let n = add_op(eg, &Op::ConvImpl { window: window.clone(), group, algo }, &args);
+        let n = add_op(eg, &Op::ConvImpl { window: window.clone(), group, algo, relu: false }, &args);
         if let Some(prev) = last {
             eg.union(prev, n);
         }
@@ -516,6 +516,18 @@ fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
 
 fn algos_len_one(oh: usize) -> bool {
     oh <= 1
+}
+
+/// relu(conv_impl(…)) → conv_impl(…, relu): the activation moves into the epilogue.
+fn conv_relu(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let Op::ConvImpl { window, group, algo, relu: false } = op(eg, s, "?c")? else { return None };
+    let cv = v(s, "?cv");
+    let ch: Vec<Id> = eg[cv].nodes.iter().find_map(|n| match n {
+        Nnc::Op("conv_impl", ch) if ch[0] == v(s, "?c") => Some(ch[1..].to_vec()),
+        _ => None,
+    })?;
+    let new = add_op(eg, &Op::ConvImpl { window, group, algo, relu: true }, &ch);
+    same_type(eg, c, new).then_some(new)
 }
 
 /// All rules, in a fixed order (saturation is deterministic for a given model).
@@ -561,6 +573,7 @@ pub fn rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
         // every conv also holds its concrete algorithms; the cost model picks
         rule("conv-algorithms", "(conv ?c ?x ?w)", conv_algorithms),
         rule("conv-algorithms-bias", "(conv ?c ?x ?w ?b)", conv_algorithms),
+        rule("conv-relu", "(relu ?r ?cv)", conv_relu_any),
         rule("transpose-transpose", "(transpose ?t2 (transpose ?t1 ?x))", transpose_transpose),
         rule("transpose-identity", "(transpose ?t ?x)", transpose_identity),
         rule("reshape-reshape", "(reshape ?r2 (reshape ?r1 ?x))", reshape_reshape),
@@ -612,4 +625,25 @@ fn conv_add_any(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     let t = v(s, "?t");
     value(eg, t)?;
     with_conv(eg, c, s, conv_add)
+}
+
+/// Tries conv_relu on every unfused conv_impl node of class ?cv.
+fn conv_relu_any(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let cv = v(s, "?cv");
+    let attrs: Vec<Id> = eg[cv]
+        .nodes
+        .iter()
+        .filter_map(|n| match n {
+            Nnc::Op("conv_impl", ch) => Some(ch[0]),
+            _ => None,
+        })
+        .collect();
+    for a in attrs {
+        let mut s2 = s.clone();
+        s2.insert("?c".parse().unwrap(), a);
+        if let Some(r) = conv_relu(eg, c, &s2) {
+            return Some(r);
+        }
+    }
+    None
 }

@@ -1,6 +1,7 @@
 //! Graph construction state shared by the op builders: the ONNX name → IR
 //! value map, node-aware input access, and constant folding.
 
+use crate::error::esc;
 use crate::node::{Node, Result};
 use nnc_compiler::ir::{
     eval, BinaryOp, DType, Graph, Op, Tensor, TensorData, TensorType, ValueId, ValueKind,
@@ -86,10 +87,59 @@ impl<'a> Ctx<'a> {
         };
         match self.as_const(id) {
             Some(t) => Ok(Some(t)),
-            None => Err(n.err(format!(
-                "input '{what}' is computed at run time; nnc needs it constant"
-            ))),
+            None => Err(self.not_constant(n, id, what)),
         }
+    }
+
+    /// The refusal for a value-dependent operand that is not a compile-time
+    /// constant; names the graph inputs it comes from so users can bind them
+    /// (`--bind-input`, which the conformance harness also parses).
+    pub fn not_constant(&self, n: &Node, id: ValueId, what: &str) -> crate::error::Error {
+        let sources = self.input_sources(id);
+        let hint = if sources.is_empty() {
+            "nnc needs it at compile time".to_string()
+        } else {
+            let names: Vec<String> = sources.iter().map(|s| format!("{s:?}")).collect();
+            let flags: Vec<String> = sources
+                .iter()
+                .map(|s| format!("--bind-input {}=FILE.npy", esc(s)))
+                .collect();
+            let noun = if sources.len() == 1 {
+                "input"
+            } else {
+                "inputs"
+            };
+            format!(
+                "nnc needs it at compile time; it depends on graph {noun} {}: bind with {}",
+                names.join(", "),
+                flags.join(" ")
+            )
+        };
+        n.err(format!(
+            "input '{what}' is computed at run time: not supported ({hint})"
+        ))
+    }
+
+    /// Names of the graph inputs `id` depends on, in input order.
+    fn input_sources(&self, id: ValueId) -> Vec<String> {
+        let mut seen = vec![false; self.g.values.len()];
+        let mut stack = vec![id];
+        let mut inputs = Vec::new();
+        while let Some(v) = stack.pop() {
+            if std::mem::replace(&mut seen[v.index()], true) {
+                continue;
+            }
+            match &self.g.value(v).kind {
+                ValueKind::Input(k) => inputs.push(*k),
+                ValueKind::Op { args, .. } => stack.extend(args.iter().copied()),
+                ValueKind::Const(_) => {}
+            }
+        }
+        inputs.sort_unstable();
+        inputs
+            .into_iter()
+            .map(|k| self.g.value(self.g.inputs[k]).name.clone())
+            .collect()
     }
 
     /// A constant integer input as a flat list.

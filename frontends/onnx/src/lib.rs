@@ -15,12 +15,16 @@ mod tensor;
 
 pub use error::{Error, SymbolicInput, Unsupported};
 
-use nnc_compiler::ir::Graph;
+use nnc_compiler::ir::{Graph, Tensor};
 use std::path::Path;
 
-/// Default-domain opsets nnc understands.
+/// Default-domain opsets nnc understands. Opsets 26–28 changed no op nnc
+/// translates in a way that matters to it (onnx 1.23's schema history:
+/// Cast-28 and Einsum-28 only add float6/bfloat16 types, Range-27 a
+/// stash_type for float16/bfloat16, ReduceLogSum(Exp)-28 drop integer types,
+/// Mod-28 allows fmod=0 on floats, which nnc refuses by name).
 pub const MIN_OPSET: i64 = 7;
-pub const MAX_OPSET: i64 = 25;
+pub const MAX_OPSET: i64 = 28;
 
 /// User choices that the model itself leaves open.
 #[derive(Clone, Debug, Default)]
@@ -28,6 +32,13 @@ pub struct Options {
     /// Concrete shapes for inputs with symbolic or unknown dims
     /// (`--input-shape NAME=D0,D1,..`).
     pub input_shapes: Vec<(String, Vec<usize>)>,
+    /// Graph inputs bound to constants at compile time (`--bind-input
+    /// NAME=FILE.npy`): each named input becomes a constant of this value,
+    /// so value-dependent operands computed from it (shapes, axes, pads, …)
+    /// fold, and it disappears from the compiled library's inputs. The
+    /// tensor's dtype must be the input's (integer inputs take int64) and its
+    /// shape must agree with every dim the model fixes.
+    pub bind_inputs: Vec<(String, Tensor)>,
 }
 
 impl Options {

@@ -7,9 +7,9 @@ use crate::node::Node;
 use crate::ops;
 use crate::tensor::{const_dtype, dtype_name, from_proto};
 use crate::{ModelSummary, Options, MAX_OPSET, MIN_OPSET};
-use nnc_compiler::ir::{DType, Graph, TensorType};
+use nnc_compiler::ir::{DType, Graph, Tensor, TensorType};
 use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
-use onnx_protobuf::type_proto::Value as TypeValue;
+use onnx_protobuf::type_proto::{Tensor as TypeTensor, Value as TypeValue};
 use onnx_protobuf::{GraphProto, Message, ModelProto, ValueInfoProto};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -96,7 +96,7 @@ fn default_opset(m: &ModelProto) -> Result<i64> {
         .filter(|o| is_default_domain(&o.domain))
         .map(|o| o.version)
         .max()
-        .ok_or_else(|| model_err("the model imports no opset of the default domain"))?;
+        .ok_or_else(|| no_default_domain(m))?;
     let range = format!("({MIN_OPSET}..={MAX_OPSET})");
     if v > MAX_OPSET {
         return Err(model_err(format!(
@@ -109,6 +109,31 @@ fn default_opset(m: &ModelProto) -> Result<i64> {
         )));
     }
     Ok(v)
+}
+
+/// The error for a model without a default-domain opset: it is made of
+/// ops of other domains (ai.onnx.ml, training, …), which nnc refuses by name.
+fn no_default_domain(m: &ModelProto) -> Error {
+    let mut domains: Vec<&str> = Vec::new();
+    let nodes = m.graph.as_ref().map_or(&[][..], |g| &g.node[..]);
+    let used = nodes.iter().map(|n| n.domain.as_str());
+    let imported = m.opset_import.iter().map(|o| o.domain.as_str());
+    for d in used.chain(imported) {
+        if !is_default_domain(d) && !domains.contains(&d) {
+            domains.push(d);
+        }
+    }
+    if domains.is_empty() {
+        return model_err("the model imports no opset of the default domain");
+    }
+    let parts: Vec<String> = domains
+        .iter()
+        .map(|d| format!("domain {d:?} is not supported"))
+        .collect();
+    model_err(format!(
+        "{} (the model imports no opset of the default domain)",
+        parts.join("; ")
+    ))
 }
 
 pub(crate) fn load(
@@ -200,9 +225,19 @@ fn build(gp: &GraphProto, opset: i64, base_dir: Option<&Path>, opts: &Options) -
             ))
         })?;
         if let Some(code) = elem_type(o).filter(|&c| c != 0) {
-            if DType::from_onnx(code) != Some(ctx.ty(id).dtype) {
+            let declared = DType::from_onnx(code);
+            if declared != Some(ctx.ty(id).dtype) {
+                // A type nnc has no outputs of is a limitation; a supported
+                // one that differs is a broken model.
+                let why = match declared {
+                    None => format!(
+                        ": {} outputs are not supported (nnc outputs are float, int64 or bool)",
+                        dtype_name(code)
+                    ),
+                    Some(_) => String::new(),
+                };
                 return Err(model_err(format!(
-                    "graph output {:?} is declared {} but nnc computes {}; nnc outputs are float, int64 or bool",
+                    "graph output {:?} is declared {} but nnc computes {}{why}",
                     o.name,
                     dtype_name(code),
                     ctx.ty(id).dtype
@@ -275,8 +310,33 @@ fn add_inputs(
             )));
         }
     }
+    let mut bound: HashMap<&str, &Tensor> = HashMap::new();
+    for (name, t) in &opts.bind_inputs {
+        if inits.contains(name.as_str()) {
+            return Err(model_err(format!(
+                "--bind-input names {name:?}, which is a constant (initializer), not an input"
+            )));
+        }
+        if !gp.input.iter().any(|i| i.name == *name) {
+            return Err(model_err(format!(
+                "--bind-input names {name:?}, which is not a graph input (inputs: {})",
+                names.join(", ")
+            )));
+        }
+        if given.contains_key(name.as_str()) {
+            return Err(model_err(format!(
+                "input {name:?} is given both --input-shape and --bind-input; the bound value fixes its shape"
+            )));
+        }
+        if bound.insert(name, t).is_some() {
+            return Err(model_err(format!(
+                "--bind-input is given twice for {name:?}"
+            )));
+        }
+    }
     let mut open = Vec::new();
     let mut ready = Vec::new();
+    let mut consts = Vec::new();
     let mut seen = HashSet::new();
     for (k, vi) in gp.input.iter().enumerate() {
         let name = vi.name.as_str();
@@ -298,6 +358,10 @@ fn add_inputs(
             }
             None => return Err(model_err(format!("input {name:?} has no type"))),
         };
+        if let Some(&t) = bound.get(name) {
+            consts.push((name, check_bound(name, tt, t)?));
+            continue;
+        }
         let dtype = DType::from_onnx(tt.elem_type).ok_or_else(|| {
             model_err(format!(
                 "input {name:?} has element type {}; nnc supports float, int64 and bool inputs",
@@ -366,7 +430,47 @@ fn add_inputs(
         let id = ctx.g.add_input(name, ty);
         ctx.define(name, id);
     }
+    for (name, t) in consts {
+        let id = ctx.g.add_const(name, t);
+        ctx.define(name, id);
+    }
     Ok(())
+}
+
+/// Checks a `--bind-input` value against the input's declared type and
+/// returns it as the constant to use.
+fn check_bound(name: &str, tt: &TypeTensor, t: &Tensor) -> Result<Tensor> {
+    let flag = format!("--bind-input {}", esc(name));
+    let want = const_dtype(tt.elem_type).ok_or_else(|| {
+        model_err(format!(
+            "{flag}: input {name:?} has element type {}; nnc supports float, integer and bool values",
+            dtype_name(tt.elem_type)
+        ))
+    })?;
+    if t.dtype() != want {
+        return Err(model_err(format!(
+            "{flag}: input {name:?} is {} but the value is {}",
+            dtype_name(tt.elem_type),
+            t.dtype()
+        )));
+    }
+    if let Some(s) = tt.shape.as_ref() {
+        let shape_err = || {
+            model_err(format!(
+                "{flag}: the value's shape {:?} does not match input {name:?}'s declared shape",
+                t.shape
+            ))
+        };
+        if s.dim.len() != t.shape.len() {
+            return Err(shape_err());
+        }
+        for (d, &v) in s.dim.iter().zip(&t.shape) {
+            if matches!(&d.value, Some(Dim::DimValue(x)) if *x >= 0 && *x as usize != v) {
+                return Err(shape_err());
+            }
+        }
+    }
+    Ok(t.clone())
 }
 
 fn join(dims: &[usize]) -> String {
@@ -496,7 +600,7 @@ fn build_node(
             }
             None if used.contains(name.as_str()) => {
                 return Err(n.err(format!(
-                    "output {k} ({name:?}) is used, but nnc does not compute it"
+                    "output {k} ({name:?}) is used, but computing it is not supported"
                 )));
             }
             None => {}

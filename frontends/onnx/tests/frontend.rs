@@ -223,6 +223,7 @@ fn symbolic_dims_need_input_shape() {
     );
     let opts = |v: &[(&str, &[usize])]| Options {
         input_shapes: v.iter().map(|(n, d)| (n.to_string(), d.to_vec())).collect(),
+        ..Options::default()
     };
     let bytes = symbolic_model().bytes();
     let g = load_model_bytes(&bytes, None, &opts(&[("x", &[2, 5, 64]), ("m", &[3])])).unwrap();
@@ -254,11 +255,11 @@ fn opset_and_domain_checks() {
     m.model.opset_import[0].version = 30;
     assert_eq!(
         load_err(&m),
-        "opset 30 of the default domain is newer than nnc supports (7..=25)"
+        "opset 30 of the default domain is newer than nnc supports (7..=28)"
     );
     m.model.opset_import[0].version = 6;
     assert!(load_err(&m)
-        .starts_with("opset 6 of the default domain is older than nnc supports (7..=25)"));
+        .starts_with("opset 6 of the default domain is older than nnc supports (7..=28)"));
     m.model.opset_import.clear();
     assert_eq!(
         load_err(&m),
@@ -455,7 +456,7 @@ fn hostile_graphs_are_errors() {
         );
     assert_eq!(
         load_err(&m),
-        r#"node "p" (MaxPool): output 1 ("idx") is used, but nnc does not compute it"#
+        r#"node "p" (MaxPool): output 1 ("idx") is used, but computing it is not supported"#
     );
     // Runtime value where a constant is needed.
     let m = M::new(17)
@@ -465,7 +466,7 @@ fn hostile_graphs_are_errors() {
         .node("rs", "Reshape", &["x", "s"], &["y"], vec![]);
     assert_eq!(
         load_err(&m),
-        r#"node "rs" (Reshape): input 'shape' is computed at run time; nnc needs it constant"#
+        r#"node "rs" (Reshape): input 'shape' is computed at run time: not supported (nnc needs it at compile time; it depends on graph input "s": bind with --bind-input s=FILE.npy)"#
     );
 }
 
@@ -796,6 +797,7 @@ fn example_attention() {
     }
     let opts = Options {
         input_shapes: vec![("x".into(), vec![5, 1, 64])],
+        ..Options::default()
     };
     let g = load_model(&p, &opts).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out_shape(&g, 0), [5, 1, 64]);
@@ -803,4 +805,148 @@ fn example_attention() {
     for gone in ["concat", "cast", "unsqueeze"] {
         assert!(!ir.contains(gone), "{gone} should have been folded:\n{ir}");
     }
+}
+
+/// `Options::bind_inputs` turns graph inputs into constants, so operands
+/// computed from them fold and the inputs leave the signature.
+#[test]
+fn bound_inputs_become_constants() {
+    let m = M::new(17)
+        .input_f32("x", &[2, 3])
+        .input("s", INT64, &["2"])
+        .output("y")
+        .node("rs", "Reshape", &["x", "s"], &["y"], vec![]);
+    let bytes = m.bytes();
+    let bind = |t: Tensor| Options {
+        bind_inputs: vec![("s".into(), t)],
+        ..Options::default()
+    };
+    let g = load_model_bytes(&bytes, None, &bind(Tensor::i64(vec![2], vec![3, -1]).unwrap()))
+        .unwrap();
+    assert_eq!(g.inputs.len(), 1);
+    assert_eq!(g.value(g.inputs[0]).name, "x");
+    assert_eq!(out_shape(&g, 0), [3, 2]);
+    let err = |t: Tensor| load_model_bytes(&bytes, None, &bind(t)).unwrap_err().to_string();
+    assert_eq!(
+        err(Tensor::f32(vec![2], vec![3.0, 2.0]).unwrap()),
+        r#"--bind-input s: input "s" is int64 but the value is f32"#
+    );
+    assert_eq!(
+        err(Tensor::i64(vec![1], vec![6]).unwrap()),
+        r#"--bind-input s: the value's shape [1] does not match input "s"'s declared shape"#
+    );
+    let opts = Options {
+        bind_inputs: vec![("w".into(), Tensor::i64(vec![], vec![1]).unwrap())],
+        ..Options::default()
+    };
+    assert_eq!(
+        load_model_bytes(&bytes, None, &opts).unwrap_err().to_string(),
+        r#"--bind-input names "w", which is not a graph input (inputs: "x", "s")"#
+    );
+}
+
+/// A model of another domain only is refused by domain.
+#[test]
+fn foreign_domain_only_model_is_refused_by_name() {
+    let mut m = conv_relu(1);
+    m.model.opset_import[0].domain = "ai.onnx.ml".into();
+    assert_eq!(
+        load_err(&m),
+        r#"domain "ai.onnx.ml" is not supported (the model imports no opset of the default domain)"#
+    );
+}
+
+/// Einsum lowers to reductions, transposes and matmuls; checked against a
+/// direct summation over every index assignment.
+#[test]
+fn einsum_equations() {
+    if !evaluator_ready() {
+        return;
+    }
+    // (equation, operand shapes)
+    let cases: &[(&str, &[&[usize]])] = &[
+        ("bij,bjk->bik", &[&[2, 3, 4], &[2, 4, 5]]),
+        ("ij->ji", &[&[3, 4]]),
+        ("ij->i", &[&[3, 4]]),
+        ("i,i", &[&[5], &[5]]),
+        ("ij,jk", &[&[2, 3], &[3, 4]]),
+        ("ik,jk->ij", &[&[2, 3], &[4, 3]]),
+        ("bhqd,bhkd->bhqk", &[&[1, 2, 3, 4], &[1, 2, 5, 4]]),
+        ("...ij,...jk->...ik", &[&[2, 3, 4], &[2, 4, 2]]),
+        ("abc,cd->dba", &[&[2, 3, 4], &[4, 2]]),
+        ("ij,kl->ijkl", &[&[2, 3], &[2, 2]]),
+        ("ijk->", &[&[2, 3, 2]]),
+    ];
+    for (eq, shapes) in cases {
+        let mut m = M::new(17).output("y");
+        let mut names = Vec::new();
+        let mut inputs = Vec::new();
+        for (k, s) in shapes.iter().enumerate() {
+            let name = format!("x{k}");
+            m = m.input_f32(&name, s);
+            let n: usize = s.iter().product();
+            let v: Vec<f32> = (0..n).map(|i| ((i * 7 + k * 3) % 11) as f32 - 5.0).collect();
+            inputs.push(Tensor::f32(s.to_vec(), v).unwrap());
+            names.push(name);
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let m = m.node("e", "Einsum", &refs, &["y"], vec![astr("equation", eq)]);
+        let g = load_ok(&m);
+        let got = eval::eval_graph(&g, &inputs).unwrap().remove(0);
+        let want = naive_einsum(eq, &inputs);
+        assert_eq!(got.shape, want.shape, "{eq}");
+        assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap(), "{eq}");
+    }
+    let m = M::new(17)
+        .input_f32("x", &[3, 3])
+        .output("y")
+        .node("e", "Einsum", &["x"], &["y"], vec![astr("equation", "ii->i")]);
+    assert!(load_err(&m).contains("(diagonal) is not supported"), "{}", load_err(&m));
+}
+
+/// Reference einsum for the equations above ('...' spelled as one letter 'Z').
+fn naive_einsum(eq: &str, ins: &[Tensor]) -> Tensor {
+    let eq = eq.replace("...", "Z");
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((l, r)) => (l.to_string(), r.to_string()),
+        None => {
+            let all: String = eq.replace(',', "");
+            let mut once: Vec<char> = all
+                .chars()
+                .filter(|&c| all.matches(c).count() == 1)
+                .collect();
+            once.sort_unstable();
+            (eq.clone(), once.into_iter().collect())
+        }
+    };
+    let terms: Vec<Vec<char>> = lhs.split(',').map(|t| t.chars().collect()).collect();
+    let mut size = std::collections::BTreeMap::new();
+    for (t, x) in terms.iter().zip(ins) {
+        for (c, &d) in t.iter().zip(&x.shape) {
+            size.insert(*c, d);
+        }
+    }
+    let letters: Vec<char> = size.keys().copied().collect();
+    let out: Vec<char> = rhs.chars().collect();
+    let oshape: Vec<usize> = out.iter().map(|c| size[c]).collect();
+    let mut y = vec![0f32; oshape.iter().product()];
+    let total: usize = letters.iter().map(|c| size[c]).product();
+    for flat in 0..total {
+        let mut rem = flat;
+        let mut val = std::collections::HashMap::new();
+        for c in letters.iter().rev() {
+            val.insert(*c, rem % size[c]);
+            rem /= size[c];
+        }
+        let off = |t: &[char], shape: &[usize]| {
+            t.iter().zip(shape).fold(0, |a, (c, &d)| a * d + val[c])
+        };
+        let p: f32 = terms
+            .iter()
+            .zip(ins)
+            .map(|(t, x)| x.as_f32().unwrap()[off(t, &x.shape)])
+            .product();
+        y[off(&out, &oshape)] += p;
+    }
+    Tensor::f32(oshape, y).unwrap()
 }

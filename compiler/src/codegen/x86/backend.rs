@@ -28,11 +28,13 @@ pub struct AsmState {
 }
 
 /// [`GemmBackend`] over a `cranelift_module::Module` (object or JIT).
+/// `level` None: the target has no assembled GEMMs (the module is still
+/// used for task functions, see `parallel::ModuleEnv`).
 pub struct ModuleBackend<'a, M: Module> {
     pub module: &'a mut M,
     pub state: &'a mut AsmState,
     pub prefix: &'a str,
-    pub level: Level,
+    pub level: Option<Level>,
 }
 
 impl<M: Module> ModuleBackend<'_, M> {
@@ -47,17 +49,18 @@ impl<M: Module> ModuleBackend<'_, M> {
 
 impl<M: Module> GemmBackend for ModuleBackend<'_, M> {
     fn level(&self) -> Level {
-        self.level
+        self.level.expect("asm backend used without a level")
     }
 
     fn gemm(&mut self, spec: &AsmGemm) -> Option<(FuncId, Signature)> {
+        let level = self.level?;
         let sig = self.signature();
         // Debug of f32 round-trips, so equal keys mean equal specs.
-        let key = format!("{:?} {spec:?}", self.level);
+        let key = format!("{level:?} {spec:?}");
         if let Some(&id) = self.state.funcs.get(&key) {
             return Some((id, sig));
         }
-        let bytes = super::assemble(spec, self.level).ok()?;
+        let bytes = super::assemble(spec, level).ok()?;
         let name = format!("{}__gemm{}", self.prefix, self.state.funcs.len());
         let id = self
             .module
@@ -67,7 +70,7 @@ impl<M: Module> GemmBackend for ModuleBackend<'_, M> {
             .define_function_bytes(id, 64, &bytes, &[])
             .ok()?;
         if std::env::var_os("NNC_DUMP_ASM_GEMM").is_some() {
-            let t = super::tiling(spec, self.level);
+            let t = super::tiling(spec, level);
             eprintln!("{name}: {spec:?} {t:?} ({} bytes)", bytes.len());
         }
         self.state.funcs.insert(key, id);

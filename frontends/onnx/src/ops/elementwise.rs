@@ -19,6 +19,7 @@ pub(super) fn unary(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         "Not" => U::Not,
         "Reciprocal" => U::Reciprocal,
         "Relu" => U::Relu,
+        "Round" => U::Round,
         "Sigmoid" => U::Sigmoid,
         "Sqrt" => U::Sqrt,
         "Tanh" => U::Tanh,
@@ -215,6 +216,10 @@ pub(super) fn binary(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     };
     let x = c.input(n, 0)?;
     let mut y = c.input(n, 1)?;
+    if b == B::Mod && c.ty(x).dtype == DType::F32 {
+        // Mod-28 defines fmod=0 on floats (A − floor(A/B)·B with IEEE special cases).
+        return Err(n.err("fmod=0 on float data is not supported"));
+    }
     // Pow alone lets the exponent type differ from the base type.
     let dx = c.ty(x).dtype;
     if b == B::Pow && c.ty(y).dtype != dx {
@@ -280,14 +285,154 @@ pub(super) fn identity(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     Ok(vec![c.input(n, 0)?])
 }
 
-/// Inference-mode Dropout is the identity; training mode is refused.
+/// Inference-mode Dropout is the identity with an all-true mask; training
+/// mode drops elements at random and is refused unless its ratio is 0.
 pub(super) fn dropout(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let x = c.input(n, 0)?;
     if n.opset >= 12 && c.opt_input(n, 2)?.is_some() {
         let training = c.const_scalar(n, 2, "training_mode")?.unwrap_or(0.0);
-        if training != 0.0 {
-            return Err(n.err("training_mode = true is not supported (nnc compiles for inference)"));
+        // Training with ratio 0 drops nothing: the same as inference.
+        let ratio = if training != 0.0 {
+            c.const_scalar(n, 1, "ratio")?.unwrap_or(0.5)
+        } else {
+            0.0
+        };
+        if ratio != 0.0 {
+            return Err(n.err(
+                "training_mode = true with a non-zero ratio is not supported (nnc compiles for inference)",
+            ));
         }
     }
-    Ok(vec![x])
+    if n.output_name(1).is_empty() {
+        return Ok(vec![x]);
+    }
+    // Inference keeps every element: the mask is all true (all ones before
+    // opset 10, where it had the input's type).
+    let (dtype, one) = if n.opset >= 10 {
+        (DType::Bool, 1.0)
+    } else {
+        (c.ty(x).dtype, 1.0)
+    };
+    let t = c.scalar(n, dtype, one);
+    let shape = c.shape(x);
+    let mask = c.op(n, Op::Expand { shape }, &[t])?;
+    Ok(vec![x, mask])
+}
+
+/// Sign: the f32 kernel, or (x > 0) − (x < 0) on int64.
+pub(super) fn sign(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let x = c.input(n, 0)?;
+    let dtype = c.ty(x).dtype;
+    if dtype != DType::I64 {
+        return Ok(vec![un(c, n, UnaryOp::Sign, x)?]);
+    }
+    let zero = c.scalar(n, dtype, 0.0);
+    let pos = c.binary(n, BinaryOp::Greater, x, zero)?;
+    let neg = c.binary(n, BinaryOp::Less, x, zero)?;
+    let pos = c.op(n, Op::Cast { to: dtype }, &[pos])?;
+    let neg = c.op(n, Op::Cast { to: dtype }, &[neg])?;
+    Ok(vec![c.binary(n, BinaryOp::Sub, pos, neg)?])
+}
+
+/// IsNaN as x ≠ x.
+pub(super) fn is_nan(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let x = c.input(n, 0)?;
+    let eq = c.binary(n, BinaryOp::Equal, x, x)?;
+    Ok(vec![un(c, n, UnaryOp::Not, eq)?])
+}
+
+/// IsInf as comparisons with ±inf, per detect_positive / detect_negative.
+pub(super) fn is_inf(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let x = c.input(n, 0)?;
+    let pos = n.attr_bool("detect_positive", true)?;
+    let neg = n.attr_bool("detect_negative", true)?;
+    let mut r = None;
+    for (on, v) in [(pos, f64::INFINITY), (neg, f64::NEG_INFINITY)] {
+        if on {
+            let inf = c.scalar(n, DType::F32, v);
+            let e = c.binary(n, BinaryOp::Equal, x, inf)?;
+            r = Some(match r {
+                None => e,
+                Some(p) => c.binary(n, BinaryOp::Or, p, e)?,
+            });
+        }
+    }
+    Ok(vec![match r {
+        Some(r) => r,
+        None => {
+            let f = c.scalar(n, DType::Bool, 0.0);
+            let shape = c.shape(x);
+            c.op(n, Op::Expand { shape }, &[f])?
+        }
+    }])
+}
+
+/// Swish (opset 24): x·sigmoid(alpha·x).
+pub(super) fn swish(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let x = c.input(n, 0)?;
+    let alpha = n.attr_float("alpha", 1.0)?;
+    if alpha == 1.0 {
+        return Ok(vec![un(c, n, UnaryOp::Silu, x)?]);
+    }
+    let a = c.scalar(n, DType::F32, alpha as f64);
+    let ax = c.binary(n, BinaryOp::Mul, x, a)?;
+    let s = un(c, n, UnaryOp::Sigmoid, ax)?;
+    Ok(vec![c.binary(n, BinaryOp::Mul, x, s)?])
+}
+
+/// Celu: max(0, x) + min(0, alpha·(exp(x/alpha) − 1)).
+pub(super) fn celu(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let x = c.input(n, 0)?;
+    let alpha = n.attr_float("alpha", 1.0)?;
+    if alpha == 0.0 {
+        return Err(n.err("attribute 'alpha' must not be 0"));
+    }
+    let inv = c.scalar(n, DType::F32, 1.0 / alpha as f64);
+    let t = c.binary(n, BinaryOp::Mul, x, inv)?;
+    let e = un(c, n, UnaryOp::Elu { alpha: 1.0.into() }, t)?;
+    // elu(t) = t for t ≥ 0, exp(t) − 1 below: alpha·elu(x/alpha) is celu.
+    let a = c.scalar(n, DType::F32, alpha as f64);
+    Ok(vec![c.binary(n, BinaryOp::Mul, e, a)?])
+}
+
+/// Shrink: x + bias below −lambd, x − bias above lambd, 0 between.
+pub(super) fn shrink(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let x = c.input(n, 0)?;
+    let dtype = c.ty(x).dtype;
+    if dtype == DType::Bool {
+        return Err(n.err("bool input is not supported"));
+    }
+    let lambd = n.attr_float("lambd", 0.5)? as f64;
+    let bias = n.attr_float("bias", 0.0)? as f64;
+    let (nl, l) = (c.scalar(n, dtype, -lambd), c.scalar(n, dtype, lambd));
+    let b = c.scalar(n, dtype, bias);
+    let zero = c.scalar(n, dtype, 0.0);
+    let lo = c.binary(n, BinaryOp::Less, x, nl)?;
+    let hi = c.binary(n, BinaryOp::Greater, x, l)?;
+    let xp = c.binary(n, BinaryOp::Add, x, b)?;
+    let xm = c.binary(n, BinaryOp::Sub, x, b)?;
+    let y = c.op(n, Op::Where, &[hi, xm, zero])?;
+    Ok(vec![c.op(n, Op::Where, &[lo, xp, y])?])
+}
+
+/// SwiGLU (opset 28): swish_alpha(a)·b, with a and b of equal shape.
+pub(super) fn swiglu(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let (a, b) = (c.input(n, 0)?, c.input(n, 1)?);
+    if c.shape(a) != c.shape(b) {
+        return Err(n.err(format!(
+            "A {:?} and B {:?} must have the same shape",
+            c.shape(a),
+            c.shape(b)
+        )));
+    }
+    let alpha = n.attr_float("alpha", 1.0)?;
+    let g = if alpha == 1.0 {
+        un(c, n, UnaryOp::Silu, a)?
+    } else {
+        let k = c.scalar(n, DType::F32, alpha as f64);
+        let ka = c.binary(n, BinaryOp::Mul, a, k)?;
+        let s = un(c, n, UnaryOp::Sigmoid, ka)?;
+        c.binary(n, BinaryOp::Mul, a, s)?
+    };
+    Ok(vec![c.binary(n, BinaryOp::Mul, g, b)?])
 }

@@ -3,8 +3,12 @@
 //! it may return fewer than the node declares (e.g. MaxPool's Indices), and
 //! the driver refuses the node only if such an output is actually used.
 
+mod attention;
+mod einsum;
 mod elementwise;
+mod loss;
 mod nn;
+mod resize;
 mod shape;
 
 use crate::builder::Ctx;
@@ -33,6 +37,10 @@ const TABLE: &[(&str, Build)] = &[
     ("Sigmoid", elementwise::unary),
     ("Sqrt", elementwise::unary),
     ("Tanh", elementwise::unary),
+    ("Round", elementwise::unary),
+    ("Sign", elementwise::sign),
+    ("IsNaN", elementwise::is_nan),
+    ("IsInf", elementwise::is_inf),
     ("Gelu", elementwise::gelu),
     ("Softplus", elementwise::softplus),
     ("Softsign", elementwise::softsign),
@@ -65,6 +73,7 @@ const TABLE: &[(&str, Build)] = &[
     ("Dropout", elementwise::dropout),
     // nn.rs
     ("Conv", nn::conv),
+    ("ConvTranspose", nn::conv_transpose),
     ("MaxPool", nn::pool),
     ("AveragePool", nn::pool),
     ("GlobalAveragePool", nn::global_pool),
@@ -72,10 +81,33 @@ const TABLE: &[(&str, Build)] = &[
     ("BatchNormalization", nn::batch_norm),
     ("InstanceNormalization", nn::instance_norm),
     ("LayerNormalization", nn::layer_norm),
+    ("RMSNormalization", nn::rms_norm),
     ("Softmax", nn::softmax),
     ("LogSoftmax", nn::softmax),
     ("Gemm", nn::gemm),
     ("MatMul", nn::matmul),
+    ("Einsum", einsum::einsum),
+    ("Attention", attention::attention),
+    ("RotaryEmbedding", attention::rotary_embedding),
+    ("NegativeLogLikelihoodLoss", loss::nll_loss),
+    ("SoftmaxCrossEntropyLoss", loss::softmax_cross_entropy),
+    ("Hardmax", nn::hardmax),
+    ("SwiGLU", elementwise::swiglu),
+    ("OneHot", shape::one_hot),
+    ("Compress", shape::compress),
+    ("GroupNormalization", nn::group_norm),
+    ("LpPool", nn::lp_pool),
+    ("MeanVarianceNormalization", shape::mvn),
+    ("CenterCropPad", shape::center_crop_pad),
+    ("LpNormalization", nn::lp_norm),
+    ("Swish", elementwise::swish),
+    ("Celu", elementwise::celu),
+    ("Shrink", elementwise::shrink),
+    ("DepthToSpace", shape::depth_space),
+    ("SpaceToDepth", shape::depth_space),
+    ("EyeLike", shape::eye_like),
+    ("Resize", resize::resize),
+    ("Upsample", resize::resize),
     // shape.rs
     ("Flatten", shape::flatten),
     ("Reshape", shape::reshape),
@@ -86,8 +118,10 @@ const TABLE: &[(&str, Build)] = &[
     ("Split", shape::split),
     ("Slice", shape::slice),
     ("Gather", shape::gather),
+    ("GatherElements", shape::gather_elements),
     ("Expand", shape::expand),
     ("Tile", shape::tile),
+    ("Trilu", shape::trilu),
     ("Pad", shape::pad),
     ("Shape", shape::shape),
     ("Size", shape::size),
@@ -103,6 +137,7 @@ const TABLE: &[(&str, Build)] = &[
     ("ReduceL2", shape::reduce),
     ("ReduceSumSquare", shape::reduce),
     ("ReduceLogSumExp", shape::reduce),
+    ("ReduceLogSum", shape::reduce),
     ("ArgMax", shape::arg_max),
     ("ArgMin", shape::arg_max),
 ];

@@ -6,8 +6,8 @@ use crate::builder::{Ctx, FOLD_FREE_BYTES, FOLD_MAX_BYTES};
 use crate::node::{Node, Result, MAX_ATTR_DIM};
 use crate::tensor::from_proto;
 use nnc_compiler::ir::{
-    broadcast_shapes, DType, Op, PadMode, ReduceOp, SliceDim, Tensor, TensorData, TensorType,
-    UnaryOp, ValueId,
+    broadcast_shapes, BinaryOp, DType, Op, PadMode, ReduceOp, SliceDim, Tensor, TensorData,
+    TensorType, UnaryOp, ValueId,
 };
 use std::sync::Arc;
 
@@ -368,6 +368,22 @@ pub(super) fn gather(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     Ok(vec![c.op(n, Op::Gather { axis }, &[x, idx])?])
 }
 
+pub(super) fn gather_elements(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let x = c.input(n, 0)?;
+    let idx = c.input(n, 1)?;
+    let xs = c.shape(x);
+    let axis = n.axis(n.attr_int("axis", 0)?, xs.len())?;
+    if let Some(v) = c.as_const(idx).and_then(|t| t.to_i64_vec()) {
+        let d = xs[axis] as i64;
+        if let Some(bad) = v.iter().find(|&&i| i < -d || i >= d) {
+            return Err(n.err(format!(
+                "index {bad} is out of range for axis {axis} of size {d}"
+            )));
+        }
+    }
+    Ok(vec![c.op(n, Op::GatherElements { axis }, &[x, idx])?])
+}
+
 /// Expand broadcasts both ways: the result is broadcast(input, shape).
 pub(super) fn expand(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let x = c.input(n, 0)?;
@@ -405,6 +421,301 @@ pub(super) fn tile(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         .ok_or_else(|| n.err(format!("tiling {xs:?} by {reps:?} is too large")))?;
     checked_numel(n, c.ty(x).dtype, &out)?;
     Ok(vec![c.op(n, Op::Tile { repeats }, &[x])?])
+}
+
+/// Trilu: keeps the upper (j − i ≥ k) or lower (j − i ≤ k) triangle of the
+/// last two dims, zeroing the rest through `where` with a constant mask.
+pub(super) fn trilu(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let x = c.input(n, 0)?;
+    let xs = c.shape(x);
+    if xs.len() < 2 {
+        return Err(n.err(format!("input of shape {xs:?} needs rank >= 2")));
+    }
+    let k = match c.const_ints(n, 1, "k")? {
+        None => 0,
+        Some(v) if v.len() == 1 => v[0],
+        Some(v) => return Err(n.err(format!("input 'k' must have one element, has {}", v.len()))),
+    };
+    let upper = n.attr_bool("upper", true)?;
+    let (rows, cols) = (xs[xs.len() - 2], xs[xs.len() - 1]);
+    let mut keep = Vec::with_capacity(rows * cols);
+    for i in 0..rows as i64 {
+        for j in 0..cols as i64 {
+            let d = (j - i) as i128 - k as i128;
+            keep.push(if upper { d >= 0 } else { d <= 0 });
+        }
+    }
+    let mask = Tensor::bool(vec![rows, cols], keep).map_err(|e| n.err(e))?;
+    let mask = c.constant(n, mask);
+    let zero = c.scalar(n, c.ty(x).dtype, 0.0);
+    Ok(vec![c.op(n, Op::Where, &[mask, x, zero])?])
+}
+
+/// DepthToSpace (DCR or CRD) and SpaceToDepth (DCR, or CRD from opset 28)
+/// as reshape → transpose → reshape on NCHW.
+pub(super) fn depth_space(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let x = c.input(n, 0)?;
+    let xs = c.shape(x);
+    if xs.len() != 4 {
+        return Err(n.err(format!("input of shape {xs:?} must be 4-D (NCHW)")));
+    }
+    let b = n.attr_int("blocksize", 0)?;
+    if b <= 0 {
+        return Err(n.err(format!("attribute 'blocksize' = {b} must be positive")));
+    }
+    let b = b as usize;
+    let crd = match n.attr_string("mode", "DCR")?.as_str() {
+        "DCR" => false,
+        "CRD" => true,
+        other => return Err(n.unsupported_attr("mode", format!("{other:?}"))),
+    };
+    let (nn, ch, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+    let (split, perm, out) = if n.op == "DepthToSpace" {
+        if ch % (b * b) != 0 {
+            return Err(n.err(format!(
+                "{ch} channels are not a multiple of blocksize² = {}",
+                b * b
+            )));
+        }
+        let c2 = ch / (b * b);
+        if crd {
+            (
+                vec![nn, c2, b, b, h, w],
+                vec![0, 1, 4, 2, 5, 3],
+                vec![nn, c2, h * b, w * b],
+            )
+        } else {
+            (
+                vec![nn, b, b, c2, h, w],
+                vec![0, 3, 4, 1, 5, 2],
+                vec![nn, c2, h * b, w * b],
+            )
+        }
+    } else {
+        if h % b != 0 || w % b != 0 {
+            return Err(n.err(format!(
+                "spatial dims {h}x{w} are not multiples of blocksize {b}"
+            )));
+        }
+        let split = vec![nn, ch, h / b, b, w / b, b];
+        let out = vec![nn, ch * b * b, h / b, w / b];
+        if crd {
+            (split, vec![0, 1, 3, 5, 2, 4], out)
+        } else {
+            (split, vec![0, 3, 5, 1, 2, 4], out)
+        }
+    };
+    let r = c.reshape(n, x, split)?;
+    let t = c.op(n, Op::Transpose { perm }, &[r])?;
+    Ok(vec![c.reshape(n, t, out)?])
+}
+
+/// EyeLike: a constant identity (shifted by k) of the input's 2-D shape.
+pub(super) fn eye_like(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let x = c.input(n, 0)?;
+    let xs = c.shape(x);
+    if xs.len() != 2 {
+        return Err(n.err(format!("input of shape {xs:?} must be 2-D")));
+    }
+    let dtype = match n.attr_int_opt("dtype")? {
+        None => c.ty(x).dtype,
+        Some(code) => i32::try_from(code)
+            .ok()
+            .and_then(crate::tensor::const_dtype)
+            .ok_or_else(|| n.err(format!("dtype {code} is not supported")))?,
+    };
+    let k = n.attr_int("k", 0)?;
+    let (r, cols) = (xs[0], xs[1]);
+    let on = |i: usize, j: usize| j as i64 - i as i64 == k;
+    let data = match dtype {
+        DType::F32 => TensorData::F32(
+            (0..r * cols)
+                .map(|p| on(p / cols, p % cols) as u8 as f32)
+                .collect(),
+        ),
+        DType::I64 => TensorData::I64(
+            (0..r * cols)
+                .map(|p| on(p / cols, p % cols) as i64)
+                .collect(),
+        ),
+        DType::Bool => TensorData::Bool((0..r * cols).map(|p| on(p / cols, p % cols)).collect()),
+    };
+    let t = Tensor::new(xs, data).map_err(|e| n.err(e))?;
+    Ok(vec![c.constant(n, t)])
+}
+
+/// MeanVarianceNormalization: (x − mean) / sqrt(mean((x − mean)²)) over
+/// `axes` (default [0, 2, 3]).
+pub(super) fn mvn(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let x = c.input(n, 0)?;
+    let rank = c.ty(x).rank();
+    let axes = n.attr_ints("axes")?.map_or(vec![0, 2, 3], <[i64]>::to_vec);
+    let mut axes = n.axes(&axes, rank)?;
+    axes.sort_unstable();
+    let mean = reduce_axes(c, n, ReduceOp::Mean, axes.clone(), true, x)?;
+    let d = c.binary(n, BinaryOp::Sub, x, mean)?;
+    let d2 = c.binary(n, BinaryOp::Mul, d, d)?;
+    let var = reduce_axes(c, n, ReduceOp::Mean, axes, true, d2)?;
+    let sd = c.op(n, Op::Unary(UnaryOp::Sqrt), &[var])?;
+    Ok(vec![c.binary(n, BinaryOp::Div, d, sd)?])
+}
+
+/// CenterCropPad: per axis, crop a centered window or pad evenly (the extra
+/// element of an odd difference goes to the end) to the constant `shape`.
+pub(super) fn center_crop_pad(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let x = c.input(n, 0)?;
+    let xs = c.shape(x);
+    let r = xs.len();
+    let target = c
+        .const_ints(n, 1, "shape")?
+        .ok_or_else(|| n.err("input 'shape' is missing"))?;
+    let axes = match n.attr_ints("axes")? {
+        Some(a) => n.axes(a, r)?,
+        None => (0..r).collect(),
+    };
+    if target.len() != axes.len() {
+        return Err(n.err(format!(
+            "shape {target:?} has {} entries for {} axes",
+            target.len(),
+            axes.len()
+        )));
+    }
+    let target = sizes(n, "shape", &target)?;
+    let mut dims: Vec<SliceDim> = xs
+        .iter()
+        .map(|&d| SliceDim {
+            start: 0,
+            step: 1,
+            count: d,
+        })
+        .collect();
+    let mut pads = vec![0i64; 2 * r];
+    for (&a, &t) in axes.iter().zip(&target) {
+        let d = xs[a];
+        if t < d {
+            dims[a] = SliceDim {
+                start: (d - t) / 2,
+                step: 1,
+                count: t,
+            };
+        } else if t > d {
+            pads[a] = ((t - d) / 2) as i64;
+            pads[a + r] = (t - d - (t - d) / 2) as i64;
+        }
+    }
+    let mut y = x;
+    if dims.iter().zip(&xs).any(|(s, &d)| s.count != d) {
+        y = c.op(n, Op::Slice { dims }, &[y])?;
+    }
+    if pads.iter().any(|&p| p != 0) {
+        y = c.op(
+            n,
+            Op::Pad {
+                pads,
+                mode: PadMode::Constant,
+                value: 0.0.into(),
+            },
+            &[y],
+        )?;
+    }
+    Ok(vec![y])
+}
+
+/// OneHot: `values[1]` where the index (negative counts from the end) equals
+/// the position along the new axis of size `depth`, `values[0]` elsewhere.
+pub(super) fn one_hot(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let idx = c.input(n, 0)?;
+    let values = c.input(n, 2)?;
+    let depth = c
+        .const_scalar(n, 1, "depth")?
+        .ok_or_else(|| n.err("input 'depth' is missing"))?;
+    if !(depth >= 1.0 && depth <= MAX_ATTR_DIM as f64) {
+        return Err(n.err(format!("depth {depth} must be a positive size")));
+    }
+    let depth = depth as usize;
+    if c.shape(values) != [2] {
+        return Err(n.err(format!(
+            "values of shape {:?} should be [2]",
+            c.shape(values)
+        )));
+    }
+    let is = c.shape(idx);
+    let r = is.len();
+    let a = n.attr_int("axis", -1)?;
+    let axis = if a < 0 { a + r as i64 + 1 } else { a };
+    if !(0..=r as i64).contains(&axis) {
+        return Err(n.err(format!(
+            "axis {a} is out of range for output rank {}",
+            r + 1
+        )));
+    }
+    let axis = axis as usize;
+    let idx = match c.ty(idx).dtype {
+        DType::I64 => idx,
+        DType::F32 => c.op(n, Op::Cast { to: DType::I64 }, &[idx])?,
+        t => return Err(n.err(format!("indices of type {t} are not supported"))),
+    };
+    let d = c.scalar(n, DType::I64, depth as f64);
+    let zero = c.scalar(n, DType::I64, 0.0);
+    let neg = c.binary(n, BinaryOp::Less, idx, zero)?;
+    let wrapped = c.binary(n, BinaryOp::Add, idx, d)?;
+    let idx = c.op(n, Op::Where, &[neg, wrapped, idx])?;
+    let mut us = is.clone();
+    us.insert(axis, 1);
+    let idx = c.reshape(n, idx, us)?;
+    let mut ishape = vec![1; r + 1];
+    ishape[axis] = depth;
+    let iota = Tensor::i64(ishape, (0..depth as i64).collect()).map_err(|e| n.err(e))?;
+    let iota = c.constant(n, iota);
+    let hot = c.binary(n, BinaryOp::Equal, idx, iota)?;
+    let pick = |c: &mut Ctx<'_>, i: i64| -> Result<ValueId> {
+        let t = Tensor::i64(vec![], vec![i]).map_err(|e| n.err(e))?;
+        let k = c.constant(n, t);
+        c.op(n, Op::Gather { axis: 0 }, &[values, k])
+    };
+    let (off, on) = (pick(c, 0)?, pick(c, 1)?);
+    Ok(vec![c.op(n, Op::Where, &[hot, on, off])?])
+}
+
+/// Compress: the slices along `axis` (of the flattened input without one)
+/// whose constant condition is true.
+pub(super) fn compress(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let mut x = c.input(n, 0)?;
+    let cond = c
+        .const_input(n, 1, "condition")?
+        .ok_or_else(|| n.err("input 'condition' is missing"))?;
+    let cond: Vec<bool> = match cond.as_bool() {
+        Some(v) => v.to_vec(),
+        None => cond
+            .to_i64_vec()
+            .ok_or_else(|| n.err("condition must be bool"))?
+            .iter()
+            .map(|&v| v != 0)
+            .collect(),
+    };
+    let axis = match n.attr_int_opt("axis")? {
+        Some(a) => n.axis(a, c.ty(x).rank())?,
+        None => {
+            let total = c.ty(x).numel();
+            x = c.reshape(n, x, vec![total])?;
+            0
+        }
+    };
+    let len = c.shape(x)[axis];
+    if cond.len() > len && cond[len..].iter().any(|&b| b) {
+        return Err(n.err(format!(
+            "condition selects index {} beyond the axis size {len}",
+            len + cond[len..].iter().position(|&b| b).unwrap_or(0)
+        )));
+    }
+    let keep: Vec<i64> = (0..len.min(cond.len()))
+        .filter(|&i| cond[i])
+        .map(|i| i as i64)
+        .collect();
+    let k = keep.len();
+    let t = Tensor::i64(vec![k], keep).map_err(|e| n.err(e))?;
+    let t = c.constant(n, t);
+    Ok(vec![c.op(n, Op::Gather { axis }, &[x, t])?])
 }
 
 /// Pad: attributes before opset 11, inputs (pads, constant_value, axes) after.
@@ -615,6 +926,7 @@ pub(super) fn constant(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
 /// `noop_with_empty_axes`).
 pub(super) fn reduce(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     let op = match n.op {
+        "ReduceLogSum" => ReduceOp::Sum,
         "ReduceMean" => ReduceOp::Mean,
         "ReduceSum" => ReduceOp::Sum,
         "ReduceMax" => ReduceOp::Max,
@@ -640,7 +952,81 @@ pub(super) fn reduce(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         n.axes(&axes, rank)?
     };
     axes.sort_unstable();
-    Ok(vec![c.op(n, Op::Reduce { op, axes, keepdims }, &[x])?])
+    let xs = c.shape(x);
+    let dtype = c.ty(x).dtype;
+    if axes.iter().any(|&a| xs[a] == 0) {
+        // A reduction over an empty set gives the operation's identity.
+        let out: Vec<usize> = (0..rank)
+            .filter_map(|i| match axes.contains(&i) {
+                true if keepdims => Some(1),
+                true => None,
+                false => Some(xs[i]),
+            })
+            .collect();
+        let v = match (n.op, dtype) {
+            ("ReduceProd", _) => 1.0,
+            ("ReduceMax", DType::Bool) => 0.0,
+            ("ReduceMin", DType::Bool) => 1.0,
+            ("ReduceMax", DType::I64) => i64::MIN as f64,
+            ("ReduceMin", DType::I64) => i64::MAX as f64,
+            ("ReduceMax" | "ReduceLogSum" | "ReduceLogSumExp", _) => f64::NEG_INFINITY,
+            ("ReduceMin", _) => f64::INFINITY,
+            ("ReduceMean", _) => f64::NAN,
+            _ => 0.0,
+        };
+        let t = c.scalar(n, dtype, v);
+        return Ok(vec![c.op(n, Op::Expand { shape: out }, &[t])?]);
+    }
+    if dtype == DType::Bool && matches!(op, ReduceOp::Max | ReduceOp::Min) {
+        // any / all through int64.
+        let xi = c.op(n, Op::Cast { to: DType::I64 }, &[x])?;
+        let r = reduce_axes(c, n, op, axes, keepdims, xi)?;
+        return Ok(vec![c.op(n, Op::Cast { to: DType::Bool }, &[r])?]);
+    }
+    let r = reduce_axes(c, n, op, axes, keepdims, x)?;
+    if n.op == "ReduceLogSum" {
+        return Ok(vec![c.op(n, Op::Unary(UnaryOp::Log), &[r])?]);
+    }
+    Ok(vec![r])
+}
+
+/// A reduction over sorted `axes`. The kernels reduce one contiguous block
+/// of axes, so scattered axes are first transposed to the end (the kept
+/// dims keep their order, so the keepdims shape is a reshape away).
+pub(super) fn reduce_axes(
+    c: &mut Ctx<'_>,
+    n: &Node,
+    op: ReduceOp,
+    axes: Vec<usize>,
+    keepdims: bool,
+    x: ValueId,
+) -> Result<ValueId> {
+    let adjacent = axes.is_empty() || axes[axes.len() - 1] - axes[0] + 1 == axes.len();
+    if adjacent || c.as_const(x).is_some() {
+        return c.op(n, Op::Reduce { op, axes, keepdims }, &[x]);
+    }
+    let xs = c.shape(x);
+    let r = xs.len();
+    let mut perm: Vec<usize> = (0..r).filter(|d| !axes.contains(d)).collect();
+    let kept = perm.len();
+    perm.extend(&axes);
+    let t = c.op(n, Op::Transpose { perm }, &[x])?;
+    let red = c.op(
+        n,
+        Op::Reduce {
+            op,
+            axes: (kept..r).collect(),
+            keepdims: false,
+        },
+        &[t],
+    )?;
+    if !keepdims {
+        return Ok(red);
+    }
+    let shape = (0..r)
+        .map(|d| if axes.contains(&d) { 1 } else { xs[d] })
+        .collect();
+    c.reshape(n, red, shape)
 }
 
 /// ArgMax, and ArgMin as ArgMax of the negation.
