@@ -77,6 +77,11 @@ pub fn exp(k: &mut Kb, x: Value) -> Value {
 /// degree-9 polynomial in m−1 (Cephes logf). log(0) = −inf, log(<0) = NaN.
 pub fn log(k: &mut Kb, x: Value) -> Value {
     let min_norm = k.cst(VF, f32::MIN_POSITIVE);
+    // Denormals: scale by 2^23 into the normal range, subtract 23·ln 2 at the end.
+    let two23 = k.cst(VF, 8_388_608.0);
+    let xs = k.mul(x, two23);
+    let x_in = x;
+    let x = k.select_cmp(FloatCC::LessThan, x_in, min_norm, xs, x_in);
     let xc = k.max(x, min_norm);
     let bits = k.as_int(xc);
     let e = k.b.ins().ushr_imm_u(bits, 23);
@@ -129,6 +134,11 @@ pub fn log(k: &mut Kb, x: Value) -> Value {
     let r = k.add(m, y);
     let c2 = k.cst(VF, 0.693_359_4);
     let r = k.fma(ef, c2, r);
+    // Undo the denormal scaling.
+    let corr = k.cst(VF, 23.0 * std::f32::consts::LN_2);
+    let rc = k.sub(r, corr);
+    let r = k.select_cmp(FloatCC::LessThan, x_in, min_norm, rc, r);
+    let x = x_in;
     // Special values.
     let zero = k.cst(VF, 0.0);
     let ninf = k.cst(VF, f32::NEG_INFINITY);

@@ -290,20 +290,28 @@ fn finish(
     ty: Type,
     row: bool,
 ) {
+    // log-softmax is (x − m) − log s: subtracting m first keeps large
+    // logits exact (x − (m + log s) rounds m + log s at m's magnitude).
     let scale = if log {
-        let l = math::unary(k, crate::ir::UnaryOp::Log, s);
-        k.add(m, l) // subtract (m + log s)
+        math::unary(k, crate::ir::UnaryOp::Log, s)
     } else {
         let one = k.cst(k.ty(s), 1.0);
         k.div(one, s)
     };
     if row {
         let sv = k.splat(scale);
+        let mv = k.splat(m);
         k.for_lanes(r, |k, i, t| {
             let sc = if t == VF { sv } else { scale };
             let src = if log { xb } else { yb };
             let v = k.load_at(t, src, i);
-            let out = if log { k.sub(v, sc) } else { k.mul(v, sc) };
+            let out = if log {
+                let mm = if t == VF { mv } else { m };
+                let d = k.sub(v, mm);
+                k.sub(d, sc)
+            } else {
+                k.mul(v, sc)
+            };
             k.store_at(out, yb, i);
         });
     } else {
@@ -312,7 +320,8 @@ fn finish(
             let p = k.index(src, i, (4 * stride) as i64);
             let v = k.load(ty, p, 0);
             let out = if log {
-                k.sub(v, scale)
+                let d = k.sub(v, m);
+                k.sub(d, scale)
             } else {
                 k.mul(v, scale)
             };
