@@ -2158,14 +2158,86 @@ fn conv_algorithms() {
     let mut rng = Rng::new(23);
     // (x shape, w shape, kernel, strides, dilations, pads, group, algo)
     #[allow(clippy::type_complexity)]
-    let cases: Vec<(Vec<usize>, Vec<usize>, [usize; 2], [usize; 2], [usize; 2], [usize; 4], usize, ConvAlgo)> = vec![
-        (vec![1, 3, 9, 7], vec![4, 3, 3, 3], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, ConvAlgo::Im2col { chunk_rows: 3 }),
-        (vec![2, 4, 10, 10], vec![6, 2, 3, 3], [3, 3], [2, 2], [1, 1], [1, 0, 2, 1], 2, ConvAlgo::Im2col { chunk_rows: 1 }),
-        (vec![1, 2, 12, 5], vec![3, 2, 2, 2], [2, 2], [1, 1], [2, 2], [0, 0, 0, 0], 1, ConvAlgo::Im2col { chunk_rows: 5 }),
-        (vec![1, 8, 11, 13], vec![8, 1, 3, 3], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 8, ConvAlgo::Depthwise),
-        (vec![2, 5, 17, 9], vec![5, 1, 5, 3], [5, 3], [2, 1], [1, 2], [2, 1, 2, 3], 5, ConvAlgo::Depthwise),
-        (vec![1, 3, 7, 7], vec![3, 1, 3, 3], [3, 3], [2, 2], [1, 1], [0, 0, 1, 1], 3, ConvAlgo::Depthwise),
-        (vec![1, 6, 5, 9], vec![4, 6, 1, 1], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 1, ConvAlgo::Pointwise),
+    let cases: Vec<(
+        Vec<usize>,
+        Vec<usize>,
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [usize; 4],
+        usize,
+        ConvAlgo,
+    )> = vec![
+        (
+            vec![1, 3, 9, 7],
+            vec![4, 3, 3, 3],
+            [3, 3],
+            [1, 1],
+            [1, 1],
+            [1, 1, 1, 1],
+            1,
+            ConvAlgo::Im2col { chunk_rows: 3 },
+        ),
+        (
+            vec![2, 4, 10, 10],
+            vec![6, 2, 3, 3],
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 0, 2, 1],
+            2,
+            ConvAlgo::Im2col { chunk_rows: 1 },
+        ),
+        (
+            vec![1, 2, 12, 5],
+            vec![3, 2, 2, 2],
+            [2, 2],
+            [1, 1],
+            [2, 2],
+            [0, 0, 0, 0],
+            1,
+            ConvAlgo::Im2col { chunk_rows: 5 },
+        ),
+        (
+            vec![1, 8, 11, 13],
+            vec![8, 1, 3, 3],
+            [3, 3],
+            [1, 1],
+            [1, 1],
+            [1, 1, 1, 1],
+            8,
+            ConvAlgo::Depthwise,
+        ),
+        (
+            vec![2, 5, 17, 9],
+            vec![5, 1, 5, 3],
+            [5, 3],
+            [2, 1],
+            [1, 2],
+            [2, 1, 2, 3],
+            5,
+            ConvAlgo::Depthwise,
+        ),
+        (
+            vec![1, 3, 7, 7],
+            vec![3, 1, 3, 3],
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [0, 0, 1, 1],
+            3,
+            ConvAlgo::Depthwise,
+        ),
+        (
+            vec![1, 6, 5, 9],
+            vec![4, 6, 1, 1],
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            [0, 0, 0, 0],
+            1,
+            ConvAlgo::Pointwise,
+        ),
     ];
     for (xs, ws, kernel, strides, dil, pads, group, algo) in cases {
         for (bias, relu) in [(false, false), (true, false), (true, true)] {
@@ -2175,8 +2247,18 @@ fn conv_algorithms() {
                 ts.push(randn(&mut rng, &[ws[0]]));
             }
             let k = ws[1] * kernel[0] * kernel[1];
-            let op = Op::ConvImpl { window, group, algo, relu };
-            ck.op(&format!("conv {algo:?} x{xs:?} w{ws:?} bias {bias} relu {relu}"), op, args_with_consts(ts, &[1, 2]), accum_tol(k, 1.0));
+            let op = Op::ConvImpl {
+                window,
+                group,
+                algo,
+                relu,
+            };
+            ck.op(
+                &format!("conv {algo:?} x{xs:?} w{ws:?} bias {bias} relu {relu}"),
+                op,
+                args_with_consts(ts, &[1, 2]),
+                accum_tol(k, 1.0),
+            );
         }
     }
     ck.finish();
@@ -2190,15 +2272,39 @@ fn round_and_sign() {
     let special = f32t(
         &[16],
         vec![
-            0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.0, -0.0, 2.4999998, 1e9, -7.5,
-            f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.7, -3.2,
+            0.5,
+            1.5,
+            2.5,
+            -0.5,
+            -1.5,
+            -2.5,
+            0.0,
+            -0.0,
+            2.4999998,
+            1e9,
+            -7.5,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            3.7,
+            -3.2,
         ],
     );
     for op in [UnaryOp::Round, UnaryOp::Sign] {
-        ck.op(&format!("{} special", op.name()), Op::Unary(op), vec![Arg::In(special.clone())], EXACT);
+        ck.op(
+            &format!("{} special", op.name()),
+            Op::Unary(op),
+            vec![Arg::In(special.clone())],
+            EXACT,
+        );
         for s in [vec![1usize], vec![7], vec![3, 33]] {
             let x = rand_in(&mut rng, &s, -10.0, 10.0);
-            ck.op(&format!("{} {s:?}", op.name()), Op::Unary(op), vec![Arg::In(x)], EXACT);
+            ck.op(
+                &format!("{} {s:?}", op.name()),
+                Op::Unary(op),
+                vec![Arg::In(x)],
+                EXACT,
+            );
         }
     }
     ck.finish();
@@ -2224,12 +2330,24 @@ fn reduce_int64() {
                 }
                 for keepdims in [false, true] {
                     let x = match op {
-                        Prod => i64t(&s, (0..numel(&s)).map(|_| (rng.next_u64() % 7) as i64 - 3).collect()),
+                        Prod => i64t(
+                            &s,
+                            (0..numel(&s))
+                                .map(|_| (rng.next_u64() % 7) as i64 - 3)
+                                .collect(),
+                        ),
                         _ => rand_i64(&mut rng, &s),
                     };
-                    let rop = Op::Reduce { op, axes: axes.clone(), keepdims };
+                    let rop = Op::Reduce {
+                        op,
+                        axes: axes.clone(),
+                        keepdims,
+                    };
                     ck.op(
-                        &format!("reduce {} i64 {s:?} axes {axes:?} keepdims={keepdims}", op.name()),
+                        &format!(
+                            "reduce {} i64 {s:?} axes {axes:?} keepdims={keepdims}",
+                            op.name()
+                        ),
                         rop,
                         vec![Arg::In(x)],
                         EXACT,
@@ -2275,12 +2393,18 @@ fn gather_elements() {
         ck.cases += 1;
         let (g, ins) = one_op(
             Op::GatherElements { axis: 1 },
-            vec![Arg::In(randn(&mut rng, &[1, 3])), Arg::In(i64t(&[1, 2], bad.clone()))],
+            vec![
+                Arg::In(randn(&mut rng, &[1, 3])),
+                Arg::In(i64t(&[1, 2], bad.clone())),
+            ],
         )
         .unwrap();
         match run_jit(&g, &ins) {
             Ok(r) if r.status == 3 => {}
-            Ok(r) => ck.fail(&format!("gather_elements out of range {bad:?}"), format!("status {} (want 3)", r.status)),
+            Ok(r) => ck.fail(
+                &format!("gather_elements out of range {bad:?}"),
+                format!("status {} (want 3)", r.status),
+            ),
             Err(e) => ck.fail(&format!("gather_elements out of range {bad:?}"), e),
         }
     }

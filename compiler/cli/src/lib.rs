@@ -122,7 +122,12 @@ pub fn prepare_file(path: impl AsRef<Path>, opts: &Options) -> Result<Prepared, 
     let (graph, plan, opt_stats) =
         pipeline::prepare_with(g, opt).map_err(|e| Error::Pipeline(path.to_path_buf(), e))?;
     timings.lap("optimize + legalize + plan", &mut t);
-    Ok(Prepared { graph, plan, timings, opt_stats })
+    Ok(Prepared {
+        graph,
+        plan,
+        timings,
+        opt_stats,
+    })
 }
 
 fn target_of(opts: &Options, pic: bool) -> Result<(target::Target, bool), Error> {

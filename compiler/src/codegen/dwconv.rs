@@ -11,7 +11,15 @@ use super::pool::runs;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{Type, Value};
 
-pub fn emit(k: &mut Kb, g: &ConvGeom, x: Value, w: Value, bias: Option<Value>, y: Value, relu: bool) {
+pub fn emit(
+    k: &mut Kb,
+    g: &ConvGeom,
+    x: Value,
+    w: Value,
+    bias: Option<Value>,
+    y: Value,
+    relu: bool,
+) {
     let hr = runs(g.oh, g.h, g.kh, g.stride[0], g.dil[0], g.pad[0], 0);
     let wr = runs(g.ow, g.w, g.kw, g.stride[1], g.dil[1], g.pad[1], 0);
     let taps = g.kh * g.kw;
@@ -59,10 +67,19 @@ pub fn emit(k: &mut Kb, g: &ConvGeom, x: Value, w: Value, bias: Option<Value>, y
                     let n = wrun.o_hi - wrun.o_lo;
                     if g.stride[1] == 1 && n >= LANES {
                         let n4 = n / LANES * LANES;
-                        k.for_range(wrun.o_lo as i64, (wrun.o_lo + n4) as i64, LANES as i64, |k, ow| point(k, ow, VF));
-                        k.for_range((wrun.o_lo + n4) as i64, wrun.o_hi as i64, 1, |k, ow| point(k, ow, F32));
+                        k.for_range(
+                            wrun.o_lo as i64,
+                            (wrun.o_lo + n4) as i64,
+                            LANES as i64,
+                            |k, ow| point(k, ow, VF),
+                        );
+                        k.for_range((wrun.o_lo + n4) as i64, wrun.o_hi as i64, 1, |k, ow| {
+                            point(k, ow, F32)
+                        });
                     } else {
-                        k.for_range(wrun.o_lo as i64, wrun.o_hi as i64, 1, |k, ow| point(k, ow, F32));
+                        k.for_range(wrun.o_lo as i64, wrun.o_hi as i64, 1, |k, ow| {
+                            point(k, ow, F32)
+                        });
                     }
                 });
             }

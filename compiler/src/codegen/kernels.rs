@@ -4,6 +4,7 @@
 
 use super::attention::{self, AttnGeom};
 use super::conv::{self, ConvGeom};
+use super::dwconv;
 use super::elementwise::{self, Expr, Layout};
 use super::gemm::{self, Bias, GemmSpec, Strides};
 use super::kb::Kb;
@@ -11,7 +12,6 @@ use super::movement;
 use super::pool::{self, PoolGeom};
 use super::reduce::{self, Affine, Orc};
 use super::typed;
-use super::dwconv;
 use crate::ir::ConvAlgo;
 use crate::ir::{
     BinaryOp, DType, Graph, Op, PadMode, PoolKind, TensorType, UnaryOp, ValueId, ValueKind,
@@ -78,9 +78,11 @@ pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
             args[0].dtype
         )),
         Op::MatMul | Op::Gemm { .. } => need_f32(op.name()),
-        Op::ConvImpl { group, algo: ConvAlgo::Depthwise, .. }
-            if !(args[0].shape[1] == *group && args[1].shape[0] == *group) =>
-        {
+        Op::ConvImpl {
+            group,
+            algo: ConvAlgo::Depthwise,
+            ..
+        } if !(args[0].shape[1] == *group && args[1].shape[0] == *group) => {
             Err("depthwise algorithm on a conv that is not depthwise".into())
         }
         Op::Conv { window, .. } | Op::ConvImpl { window, .. } | Op::Pool { window, .. } => {
@@ -179,7 +181,12 @@ pub fn scratch_bytes(g: &Graph, id: ValueId) -> usize {
         Op::Conv { window, group } => {
             conv_geom(window, *group, args[0], args[1], g.ty(id)).total_scratch_bytes()
         }
-        Op::ConvImpl { window, group, algo, .. } => match algo {
+        Op::ConvImpl {
+            window,
+            group,
+            algo,
+            ..
+        } => match algo {
             ConvAlgo::Im2col { chunk_rows } => {
                 let mut geom = conv_geom(window, *group, args[0], args[1], g.ty(id));
                 geom.chunk_rows = *chunk_rows;
@@ -457,15 +464,24 @@ pub fn emit(
             );
             return k.get(status);
         }
-        Op::ConvImpl { window, group, algo, relu } => {
+        Op::ConvImpl {
+            window,
+            group,
+            algo,
+            relu,
+        } => {
             let mut geom = conv_geom(window, *group, args[0], args[1], y);
             match algo {
-                ConvAlgo::Depthwise => dwconv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, *relu),
+                ConvAlgo::Depthwise => {
+                    dwconv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, *relu)
+                }
                 ConvAlgo::Im2col { chunk_rows } => {
                     geom.chunk_rows = *chunk_rows;
                     conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, scratch, *relu);
                 }
-                ConvAlgo::Pointwise => conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, None, *relu),
+                ConvAlgo::Pointwise => {
+                    conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, None, *relu)
+                }
             }
         }
         Op::GatherElements { axis } => {
@@ -488,8 +504,16 @@ pub fn emit(
             let s = scratch.expect("planner allocates the score block");
             attention::emit(k, &geom, a[0], a[1], a[2], a.get(3).copied(), out, s);
         }
-        Op::ArgMax { axis, select_last, .. } => {
-            reduce::argmax(k, Orc::new(&args[0].shape, *axis, *axis + 1), *select_last, a[0], out);
+        Op::ArgMax {
+            axis, select_last, ..
+        } => {
+            reduce::argmax(
+                k,
+                Orc::new(&args[0].shape, *axis, *axis + 1),
+                *select_last,
+                a[0],
+                out,
+            );
         }
         Op::Where | Op::Cast { .. } => unreachable!("refused by check()"),
     }

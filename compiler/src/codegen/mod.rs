@@ -20,8 +20,8 @@ mod parallel;
 mod pool;
 mod reduce;
 pub mod target;
-pub mod x86;
 mod typed;
+pub mod x86;
 
 use crate::ir::{Graph, ValueKind};
 use crate::lower::{Loc, Plan, Step, ALIGN};

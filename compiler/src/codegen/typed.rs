@@ -24,7 +24,13 @@ pub fn supports(op: &Op, ins: &[DType], out: DType) -> bool {
         Op::Binary(b) => {
             let d = ins[0];
             match b {
-                BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Max | BinaryOp::Min | BinaryOp::Mod => d == DType::I64,
+                BinaryOp::Add
+                | BinaryOp::Sub
+                | BinaryOp::Mul
+                | BinaryOp::Div
+                | BinaryOp::Max
+                | BinaryOp::Min
+                | BinaryOp::Mod => d == DType::I64,
                 BinaryOp::Fmod => d == DType::I64 || d == DType::F32,
                 BinaryOp::Pow => false,
                 _ if b.is_comparison() => d != DType::Bool || matches!(b, BinaryOp::Equal),
@@ -37,7 +43,10 @@ pub fn supports(op: &Op, ins: &[DType], out: DType) -> bool {
         Op::Unary(UnaryOp::Neg | UnaryOp::Abs) => out == DType::I64,
         Op::Reduce { op, axes, .. } => {
             ins[0] == DType::I64
-                && matches!(op, ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min | ReduceOp::Prod)
+                && matches!(
+                    op,
+                    ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min | ReduceOp::Prod
+                )
                 && (axes.is_empty() || axes[axes.len() - 1] - axes[0] + 1 == axes.len())
         }
         _ => false,
@@ -46,7 +55,16 @@ pub fn supports(op: &Op, ins: &[DType], out: DType) -> bool {
 
 /// Emits `out = op(ins…)` elementwise with broadcasting.
 #[allow(clippy::too_many_arguments)]
-pub fn emit(k: &mut Kb, op: &Op, in_shapes: &[Vec<usize>], in_types: &[DType], out_shape: &[usize], out_type: DType, ins: &[Value], out: Value) {
+pub fn emit(
+    k: &mut Kb,
+    op: &Op,
+    in_shapes: &[Vec<usize>],
+    in_types: &[DType],
+    out_shape: &[usize],
+    out_type: DType,
+    ins: &[Value],
+    out: Value,
+) {
     if let Op::Reduce { op, axes, .. } = op {
         return reduce_i64(k, *op, &in_shapes[0], axes, ins[0], out);
     }
@@ -55,7 +73,16 @@ pub fn emit(k: &mut Kb, op: &Op, in_shapes: &[Vec<usize>], in_types: &[DType], o
 }
 
 #[allow(clippy::too_many_arguments)]
-fn level(k: &mut Kb, op: &Op, l: &Layout, d: usize, it: &[DType], ot: DType, bases: &[Value], out: Value) {
+fn level(
+    k: &mut Kb,
+    op: &Op,
+    l: &Layout,
+    d: usize,
+    it: &[DType],
+    ot: DType,
+    bases: &[Value],
+    out: Value,
+) {
     let inner: usize = l.dims[d + 1..].iter().product();
     let osz = ot.size() as i64;
     k.for_range(0, l.dims[d] as i64, 1, |k, i| {
@@ -63,11 +90,21 @@ fn level(k: &mut Kb, op: &Op, l: &Layout, d: usize, it: &[DType], ot: DType, bas
             .iter()
             .zip(&l.strides)
             .zip(it)
-            .map(|((&b, st), t)| if st[d] == 0 { b } else { k.index(b, i, st[d] as i64 * t.size() as i64) })
+            .map(|((&b, st), t)| {
+                if st[d] == 0 {
+                    b
+                } else {
+                    k.index(b, i, st[d] as i64 * t.size() as i64)
+                }
+            })
             .collect();
         let o = k.index(out, i, inner as i64 * osz);
         if d + 1 == l.dims.len() {
-            let vals: Vec<Value> = nb.iter().zip(it).map(|(&p, t)| k.load(cl_ty(*t), p, 0)).collect();
+            let vals: Vec<Value> = nb
+                .iter()
+                .zip(it)
+                .map(|(&p, t)| k.load(cl_ty(*t), p, 0))
+                .collect();
             let y = apply(k, op, &vals, it, ot);
             k.store(y, o, 0);
         } else {
@@ -156,7 +193,11 @@ fn int_div(k: &mut Kb, a: Value, c: Value, rem: bool) -> Value {
     // Divide by 1 instead of 0 or −1 (handled below), so the hardware never traps.
     let bad = k.b.ins().bor(is0, ism1);
     let safe = k.b.ins().select(bad, one, c);
-    let r = if rem { k.b.ins().srem(a, safe) } else { k.b.ins().sdiv(a, safe) };
+    let r = if rem {
+        k.b.ins().srem(a, safe)
+    } else {
+        k.b.ins().sdiv(a, safe)
+    };
     if rem {
         let r = k.b.ins().select(ism1, zero, r);
         k.b.ins().select(is0, a, r)

@@ -138,9 +138,24 @@ fn eval_data(op: &Op, args: &[&Tensor], out: &[usize]) -> Result<TensorData, Str
             *trans_b,
             out,
         )?,
-        Op::Conv { window, group } | Op::ConvImpl { window, group, relu: false, .. } => conv(args, window, *group, out)?,
-        Op::ConvImpl { window, group, relu: true, .. } => match conv(args, window, *group, out)? {
-            TensorData::F32(v) => TensorData::F32(v.into_iter().map(|x| if x < 0.0 { 0.0 } else { x }).collect()),
+        Op::Conv { window, group }
+        | Op::ConvImpl {
+            window,
+            group,
+            relu: false,
+            ..
+        } => conv(args, window, *group, out)?,
+        Op::ConvImpl {
+            window,
+            group,
+            relu: true,
+            ..
+        } => match conv(args, window, *group, out)? {
+            TensorData::F32(v) => TensorData::F32(
+                v.into_iter()
+                    .map(|x| if x < 0.0 { 0.0 } else { x })
+                    .collect(),
+            ),
             d => d,
         },
         Op::Pool { kind, window } => pool(a, *kind, window, out)?,
@@ -1276,8 +1291,14 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("out of range"), "{err}");
         let x = tf(&[6], &[0.5, 1.5, -2.5, 2.6, -0.0, -3.0]);
-        assert_eq!(f(&ev(Op::Unary(UnaryOp::Round), &[&x])), [0.0, 2.0, -2.0, 3.0, 0.0, -3.0]);
-        assert_eq!(f(&ev(Op::Unary(UnaryOp::Sign), &[&x])), [1.0, 1.0, -1.0, 1.0, 0.0, -1.0]);
+        assert_eq!(
+            f(&ev(Op::Unary(UnaryOp::Round), &[&x])),
+            [0.0, 2.0, -2.0, 3.0, 0.0, -3.0]
+        );
+        assert_eq!(
+            f(&ev(Op::Unary(UnaryOp::Sign), &[&x])),
+            [1.0, 1.0, -1.0, 1.0, 0.0, -1.0]
+        );
     }
 
     #[test]

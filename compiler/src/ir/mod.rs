@@ -12,8 +12,8 @@ pub mod text;
 pub use flops::flops;
 pub use graph::{Graph, IrError, Output, Value, ValueId, ValueKind};
 pub use op::{
-    broadcast_shapes, matmul_shape, BinaryOp, ConvAlgo, Op, PadMode, PoolKind, ReduceOp, SliceDim, UnaryOp,
-    Window,
+    broadcast_shapes, matmul_shape, BinaryOp, ConvAlgo, Op, PadMode, PoolKind, ReduceOp, SliceDim,
+    UnaryOp, Window,
 };
 pub use tensor::{
     contiguous_strides, DType, F32Bits, Tensor, TensorData, TensorType, MAX_TENSOR_BYTES,

@@ -282,7 +282,12 @@ pub enum Op {
     /// A convolution with its algorithm chosen (produced by the optimizer;
     /// same semantics and inputs as `Conv`).
     /// `relu` fuses a following Relu into the kernel's epilogue.
-    ConvImpl { window: Window, group: usize, algo: ConvAlgo, relu: bool },
+    ConvImpl {
+        window: Window,
+        group: usize,
+        algo: ConvAlgo,
+        relu: bool,
+    },
     /// N-d pooling, NCHW.
     Pool {
         kind: PoolKind,
@@ -443,7 +448,12 @@ impl Op {
                 format!("alpha={alpha} beta={beta} trans_a={trans_a} trans_b={trans_b}")
             }
             Op::Conv { window, group } => format!("{} group={group}", window_attrs(window)),
-            Op::ConvImpl { window, group, algo, relu } => {
+            Op::ConvImpl {
+                window,
+                group,
+                algo,
+                relu,
+            } => {
                 let a = match algo {
                     ConvAlgo::Im2col { chunk_rows } => format!("im2col(rows={chunk_rows})"),
                     ConvAlgo::Pointwise => "pointwise".into(),
@@ -509,7 +519,9 @@ impl Op {
             Op::Slice { .. } | Op::Expand { .. } | Op::Tile { .. } | Op::Pad { .. } => (1, 1),
             Op::Binary(_) | Op::MatMul | Op::Gather { .. } | Op::GatherElements { .. } => (2, 2),
             Op::Where | Op::InstanceNorm { .. } => (3, 3),
-            Op::Gemm { .. } | Op::Conv { .. } | Op::ConvImpl { .. } | Op::LayerNorm { .. } => (2, 3),
+            Op::Gemm { .. } | Op::Conv { .. } | Op::ConvImpl { .. } | Op::LayerNorm { .. } => {
+                (2, 3)
+            }
             Op::Concat { .. } => (1, usize::MAX),
             Op::Attention { .. } => (3, 4),
         }
@@ -632,9 +644,11 @@ impl Op {
                 }
                 Ok(TensorType::new(DType::F32, vec![m, n]))
             }
-            Op::ConvImpl { window, group, .. } => {
-                Op::Conv { window: window.clone(), group: *group }.infer(args)
+            Op::ConvImpl { window, group, .. } => Op::Conv {
+                window: window.clone(),
+                group: *group,
             }
+            .infer(args),
             Op::Conv { window, group } => {
                 f32_only("conv")?;
                 window.validate()?;

@@ -38,7 +38,16 @@ impl Machine {
     }
     /// x86-64 with AVX2 + FMA micro-kernels.
     pub fn x86_64_avx2() -> Machine {
-        Machine { name: "x86-64 (AVX2)", vector_lanes: 8, gemm_gflops: 100.0, elem_gops: 8.0, l2_bytes: 1 << 20, l2_gbs: 120.0, dram_gbs: 12.0, cores: 2 }
+        Machine {
+            name: "x86-64 (AVX2)",
+            vector_lanes: 8,
+            gemm_gflops: 100.0,
+            elem_gops: 8.0,
+            l2_bytes: 1 << 20,
+            l2_gbs: 120.0,
+            dram_gbs: 12.0,
+            cores: 2,
+        }
     }
     /// x86-64 with Cranelift's 128-bit code only.
     pub fn x86_64_sse() -> Machine {
@@ -107,7 +116,13 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
             Op::Conv { window, group } => {
                 // What the kernel does for an unlowered conv, priced a hair
                 // above the explicit algorithm so extraction shows the choice.
-                let algo = if is_pointwise(window, args, out) { ConvAlgo::Pointwise } else { ConvAlgo::Im2col { chunk_rows: usize::MAX } };
+                let algo = if is_pointwise(window, args, out) {
+                    ConvAlgo::Pointwise
+                } else {
+                    ConvAlgo::Im2col {
+                        chunk_rows: usize::MAX,
+                    }
+                };
                 return 1.0001 * (launch + conv_ns(m, window, *group, algo, args, out) + mem);
             }
             #[allow(unreachable_patterns)]
@@ -122,7 +137,12 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                 };
                 flops / m.gemm_gflops + mem + unfold
             }
-            Op::ConvImpl { window, group, algo, .. } => conv_ns(m, window, *group, *algo, args, out) + mem,
+            Op::ConvImpl {
+                window,
+                group,
+                algo,
+                ..
+            } => conv_ns(m, window, *group, *algo, args, out) + mem,
             Op::Unary(u) => n * unary_weight(u) / m.elem_gops + mem,
             Op::Binary(_) | Op::Where | Op::Cast { .. } => n / m.elem_gops + mem,
             Op::Softmax { .. } => 16.0 * n / m.elem_gops + 2.0 * mem,
@@ -153,13 +173,23 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
 
 /// A 1×1 conv with unit strides and no padding (output plane = input plane).
 pub fn is_pointwise(w: &Window, args: &[&TensorType], out: &TensorType) -> bool {
-    w.kernel.iter().all(|&k| k == 1) && w.strides.iter().all(|&s| s == 1) && w.pads.iter().all(|&p| p == 0) && args[0].shape[2..] == out.shape[2..]
+    w.kernel.iter().all(|&k| k == 1)
+        && w.strides.iter().all(|&s| s == 1)
+        && w.pads.iter().all(|&p| p == 0)
+        && args[0].shape[2..] == out.shape[2..]
 }
 
 /// Time of one conv algorithm: FLOPs at the kernel's throughput plus the
 /// memory traffic of unfolding (cheap while a chunk fits in L2) and of
 /// re-reading the weights once per chunk.
-pub fn conv_ns(m: &Machine, w: &Window, group: usize, algo: ConvAlgo, args: &[&TensorType], out: &TensorType) -> f64 {
+pub fn conv_ns(
+    m: &Machine,
+    w: &Window,
+    group: usize,
+    algo: ConvAlgo,
+    args: &[&TensorType],
+    out: &TensorType,
+) -> f64 {
     let taps: usize = w.kernel.iter().product();
     let cin_g = args[1].shape[1];
     let per = cin_g * taps; // K of the GEMM

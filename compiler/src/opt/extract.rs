@@ -87,10 +87,16 @@ pub fn extract(eg: &EG, roots: &[Id], own: &dyn Fn(&EG, &Nnc) -> Option<f64>) ->
                 if Some(node) == choice.get(&cid) || own(eg, node).is_none() {
                     continue;
                 }
-                if node.children().iter().any(|c| !choice.contains_key(&eg.find(*c))) {
+                if node
+                    .children()
+                    .iter()
+                    .any(|c| !choice.contains_key(&eg.find(*c)))
+                {
                     continue;
                 }
-                let old = choice.insert(cid, node.clone()).expect("live classes are chosen");
+                let old = choice
+                    .insert(cid, node.clone())
+                    .expect("live classes are chosen");
                 match dag_cost(eg, &choice, &roots, own) {
                     Some(t) if t < total - 1e-6 => {
                         total = t;
@@ -105,13 +111,25 @@ pub fn extract(eg: &EG, roots: &[Id], own: &dyn Fn(&EG, &Nnc) -> Option<f64>) ->
         // Pairs of swaps, for choices that only pay off together (e.g. one
         // shared conv feeding both a mul and a relu instead of two fused convs).
         if !improved {
-            let mut multi: Vec<Id> = reachable(eg, &choice, &roots).into_iter().filter(|&c| eg[c].nodes.len() > 1).collect();
+            let mut multi: Vec<Id> = reachable(eg, &choice, &roots)
+                .into_iter()
+                .filter(|&c| eg[c].nodes.len() > 1)
+                .collect();
             multi.sort();
             multi.truncate(64);
             // Only classes whose alternatives read a common class compete.
             let kids: HashMap<Id, std::collections::BTreeSet<Id>> = multi
                 .iter()
-                .map(|&c| (c, eg[c].nodes.iter().flat_map(|n| n.children().iter().map(|&x| eg.find(x))).collect()))
+                .map(|&c| {
+                    (
+                        c,
+                        eg[c]
+                            .nodes
+                            .iter()
+                            .flat_map(|n| n.children().iter().map(|&x| eg.find(x)))
+                            .collect(),
+                    )
+                })
                 .collect();
             'pairs: for (i, &a) in multi.iter().enumerate() {
                 for &b in &multi[i + 1..] {
@@ -123,7 +141,9 @@ pub fn extract(eg: &EG, roots: &[Id], own: &dyn Fn(&EG, &Nnc) -> Option<f64>) ->
                             if own(eg, na).is_none() || own(eg, nb).is_none() {
                                 continue;
                             }
-                            let ready = |n: &Nnc, ch: &HashMap<Id, Nnc>| n.children().iter().all(|c| ch.contains_key(&eg.find(*c)));
+                            let ready = |n: &Nnc, ch: &HashMap<Id, Nnc>| {
+                                n.children().iter().all(|c| ch.contains_key(&eg.find(*c)))
+                            };
                             if !ready(na, &choice) || !ready(nb, &choice) {
                                 continue;
                             }
@@ -154,7 +174,10 @@ pub fn extract(eg: &EG, roots: &[Id], own: &dyn Fn(&EG, &Nnc) -> Option<f64>) ->
             break;
         }
     }
-    Some(Choice { total, best: choice })
+    Some(Choice {
+        total,
+        best: choice,
+    })
 }
 
 /// Classes reachable from the roots through the chosen nodes.
@@ -175,7 +198,12 @@ fn reachable(eg: &EG, choice: &HashMap<Id, Nnc>, roots: &[Id]) -> std::collectio
 
 /// Sum of own costs over the distinct classes the chosen DAG needs; None if
 /// the choice has a cycle or a missing class.
-fn dag_cost(eg: &EG, choice: &HashMap<Id, Nnc>, roots: &[Id], own: &dyn Fn(&EG, &Nnc) -> Option<f64>) -> Option<f64> {
+fn dag_cost(
+    eg: &EG,
+    choice: &HashMap<Id, Nnc>,
+    roots: &[Id],
+    own: &dyn Fn(&EG, &Nnc) -> Option<f64>,
+) -> Option<f64> {
     // Iterative DFS with colors: 1 = on the current path, 2 = finished.
     let mut state: HashMap<Id, u8> = HashMap::new();
     let mut total = 0.0;

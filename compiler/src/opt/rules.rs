@@ -468,7 +468,9 @@ fn attention_rule(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
 /// `NNC_FORCE_CONV=im2col|chunked|pointwise|depthwise` restricts the set
 /// (to measure forced plans against the cost model's choice).
 fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
-    let Op::Conv { window, group } = op(eg, s, "?c")? else { return None };
+    let Op::Conv { window, group } = op(eg, s, "?c")? else {
+        return None;
+    };
     let x = ty(eg, v(s, "?x"))?;
     let wt = ty(eg, v(s, "?w"))?;
     let out = ty(eg, c)?;
@@ -481,8 +483,15 @@ fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     let ow: usize = out.shape[2..].iter().product::<usize>() / oh.max(1);
     let per = wt.shape[1] * window.kernel.iter().product::<usize>();
     let l2 = eg.analysis.l2_bytes.max(1 << 16);
-    let fit = |budget: usize| (1..=oh).rev().find(|r| oh % r == 0 && 4 * per * r * ow <= budget).unwrap_or(1);
-    let mut algos = vec![ConvAlgo::Im2col { chunk_rows: oh.max(1) }];
+    let fit = |budget: usize| {
+        (1..=oh)
+            .rev()
+            .find(|r| oh % r == 0 && 4 * per * r * ow <= budget)
+            .unwrap_or(1)
+    };
+    let mut algos = vec![ConvAlgo::Im2col {
+        chunk_rows: oh.max(1),
+    }];
     for r in [fit(l2 / 2), fit(l2 / 8)] {
         if r < oh && !algos.contains(&ConvAlgo::Im2col { chunk_rows: r }) {
             algos.push(ConvAlgo::Im2col { chunk_rows: r });
@@ -505,7 +514,16 @@ fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     }
     let mut last = None;
     for algo in algos {
-        let n = add_op(eg, &Op::ConvImpl { window: window.clone(), group, algo, relu: false }, &args);
+        let n = add_op(
+            eg,
+            &Op::ConvImpl {
+                window: window.clone(),
+                group,
+                algo,
+                relu: false,
+            },
+            &args,
+        );
         if let Some(prev) = last {
             eg.union(prev, n);
         }
@@ -520,13 +538,30 @@ fn algos_len_one(oh: usize) -> bool {
 
 /// relu(conv_impl(…)) → conv_impl(…, relu): the activation moves into the epilogue.
 fn conv_relu(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
-    let Op::ConvImpl { window, group, algo, relu: false } = op(eg, s, "?c")? else { return None };
+    let Op::ConvImpl {
+        window,
+        group,
+        algo,
+        relu: false,
+    } = op(eg, s, "?c")?
+    else {
+        return None;
+    };
     let cv = v(s, "?cv");
     let ch: Vec<Id> = eg[cv].nodes.iter().find_map(|n| match n {
         Nnc::Op("conv_impl", ch) if ch[0] == v(s, "?c") => Some(ch[1..].to_vec()),
         _ => None,
     })?;
-    let new = add_op(eg, &Op::ConvImpl { window, group, algo, relu: true }, &ch);
+    let new = add_op(
+        eg,
+        &Op::ConvImpl {
+            window,
+            group,
+            algo,
+            relu: true,
+        },
+        &ch,
+    );
     same_type(eg, c, new).then_some(new)
 }
 

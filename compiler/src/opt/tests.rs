@@ -3,7 +3,10 @@
 //! same function (reference evaluator, random inputs).
 
 use super::{cost::Machine, optimize, Limits};
-use crate::ir::{eval, BinaryOp, DType, Graph, Op, ReduceOp, Tensor, TensorType, UnaryOp, ValueId, ValueKind, Window};
+use crate::ir::{
+    eval, BinaryOp, DType, Graph, Op, ReduceOp, Tensor, TensorType, UnaryOp, ValueId, ValueKind,
+    Window,
+};
 
 fn f32t(shape: &[usize]) -> TensorType {
     TensorType::new(DType::F32, shape.to_vec())
@@ -15,7 +18,9 @@ fn scalar(g: &mut Graph, x: f32) -> ValueId {
 
 fn konst(g: &mut Graph, shape: &[usize], seed: u64) -> ValueId {
     let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0)
+        .collect();
     g.add_const(format!("k{seed}"), Tensor::f32(shape.to_vec(), v).unwrap())
 }
 
@@ -49,7 +54,9 @@ fn check(g: Graph, after: &[&str]) {
         .enumerate()
         .map(|(k, &i)| {
             let t = g.ty(i);
-            let v = (0..t.numel()).map(|j| ((j * 7919 + k * 104729) % 997) as f32 / 300.0 - 1.6).collect();
+            let v = (0..t.numel())
+                .map(|j| ((j * 7919 + k * 104729) % 997) as f32 / 300.0 - 1.6)
+                .collect();
             Tensor::f32(t.shape.clone(), v).unwrap()
         })
         .collect();
@@ -64,7 +71,11 @@ fn check(g: Graph, after: &[&str]) {
 
 fn graph(inputs: &[&[usize]]) -> (Graph, Vec<ValueId>) {
     let mut g = Graph::new("t");
-    let ids = inputs.iter().enumerate().map(|(i, s)| g.add_input(format!("x{i}"), f32t(s))).collect();
+    let ids = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| g.add_input(format!("x{i}"), f32t(s)))
+        .collect();
     (g, ids)
 }
 
@@ -98,7 +109,14 @@ fn gelu_erf_form() {
 fn hard_swish() {
     // x·hard_sigmoid(x; 1/6, 1/2) => hard_swish(x)
     let (mut g, x) = graph(&[&[3, 5]]);
-    let hs = op(&mut g, Op::Unary(UnaryOp::HardSigmoid { alpha: (1.0f32 / 6.0).into(), beta: 0.5.into() }), &[x[0]]);
+    let hs = op(
+        &mut g,
+        Op::Unary(UnaryOp::HardSigmoid {
+            alpha: (1.0f32 / 6.0).into(),
+            beta: 0.5.into(),
+        }),
+        &[x[0]],
+    );
     let y = bin(&mut g, BinaryOp::Mul, x[0], hs);
     g.add_output("y", y);
     check(g, &["hard_swish"]);
@@ -108,7 +126,11 @@ fn hard_swish() {
 fn layer_norm_from_parts() {
     // (x − mean)/√(mean((x − mean)²) + ε)·γ + β => layer_norm(x, γ, β)
     let (mut g, x) = graph(&[&[4, 16]]);
-    let mean = Op::Reduce { op: ReduceOp::Mean, axes: vec![1], keepdims: true };
+    let mean = Op::Reduce {
+        op: ReduceOp::Mean,
+        axes: vec![1],
+        keepdims: true,
+    };
     let m = op(&mut g, mean.clone(), &[x[0]]);
     let d = bin(&mut g, BinaryOp::Sub, x[0], m);
     let two = scalar(&mut g, 2.0);
@@ -128,8 +150,21 @@ fn layer_norm_from_parts() {
 
 fn conv2d(g: &mut Graph, x: ValueId, cout: usize, cin: usize) -> ValueId {
     let w = konst(g, &[cout, cin, 3, 3], 9);
-    let win = Window { kernel: vec![3, 3], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![1, 1, 1, 1], ceil_mode: false };
-    op(g, Op::Conv { window: win, group: 1 }, &[x, w])
+    let win = Window {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![1, 1, 1, 1],
+        ceil_mode: false,
+    };
+    op(
+        g,
+        Op::Conv {
+            window: win,
+            group: 1,
+        },
+        &[x, w],
+    )
 }
 
 #[test]
@@ -157,7 +192,12 @@ fn shared_conv_is_not_duplicated() {
     g.add_output("y1", y1);
     g.add_output("y2", y2);
     let (o, _) = optimize(&g, &Machine::x86_64_sse(), &Limits::default());
-    assert_eq!(ops(&o).iter().filter(|n| n.starts_with("conv")).count(), 1, "{}", crate::ir::text::print(&o));
+    assert_eq!(
+        ops(&o).iter().filter(|n| n.starts_with("conv")).count(),
+        1,
+        "{}",
+        crate::ir::text::print(&o)
+    );
 }
 
 #[test]
@@ -176,8 +216,20 @@ fn matmul_bias_becomes_gemm() {
 fn transposes_cancel() {
     // transpose(transpose(x, p), p⁻¹) => x
     let (mut g, x) = graph(&[&[2, 3, 4]]);
-    let t1 = op(&mut g, Op::Transpose { perm: vec![2, 0, 1] }, &[x[0]]);
-    let t2 = op(&mut g, Op::Transpose { perm: vec![1, 2, 0] }, &[t1]);
+    let t1 = op(
+        &mut g,
+        Op::Transpose {
+            perm: vec![2, 0, 1],
+        },
+        &[x[0]],
+    );
+    let t2 = op(
+        &mut g,
+        Op::Transpose {
+            perm: vec![1, 2, 0],
+        },
+        &[t1],
+    );
     let y = op(&mut g, Op::Unary(UnaryOp::Relu), &[t2]);
     g.add_output("y", y);
     check(g, &["relu"]);
@@ -216,8 +268,19 @@ fn attention_graph(div: bool, mask: bool) -> Graph {
         let c = scalar(&mut g, 0.5);
         bin(&mut g, BinaryOp::Mul, s, c)
     };
-    let s = if mask { bin(&mut g, BinaryOp::Add, s, x[3]) } else { s };
-    let p = op(&mut g, Op::Softmax { axis: 3, log: false }, &[s]);
+    let s = if mask {
+        bin(&mut g, BinaryOp::Add, s, x[3])
+    } else {
+        s
+    };
+    let p = op(
+        &mut g,
+        Op::Softmax {
+            axis: 3,
+            log: false,
+        },
+        &[s],
+    );
     let y = op(&mut g, Op::MatMul, &[p, x[2]]);
     g.add_output("y", y);
     g
@@ -244,7 +307,10 @@ fn chosen_algos(g: &Graph) -> Vec<crate::ir::ConvAlgo> {
     o.values
         .iter()
         .filter_map(|v| match &v.kind {
-            ValueKind::Op { op: Op::ConvImpl { algo, .. }, .. } => Some(*algo),
+            ValueKind::Op {
+                op: Op::ConvImpl { algo, .. },
+                ..
+            } => Some(*algo),
             _ => None,
         })
         .collect()
@@ -256,24 +322,66 @@ fn conv_algorithm_choice() {
     // depthwise conv => direct depthwise kernel
     let (mut g, x) = graph(&[&[1, 32, 28, 28]]);
     let w = konst(&mut g, &[32, 1, 3, 3], 1);
-    let win = Window { kernel: vec![3, 3], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![1, 1, 1, 1], ceil_mode: false };
-    let y = op(&mut g, Op::Conv { window: win, group: 32 }, &[x[0], w]);
+    let win = Window {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![1, 1, 1, 1],
+        ceil_mode: false,
+    };
+    let y = op(
+        &mut g,
+        Op::Conv {
+            window: win,
+            group: 32,
+        },
+        &[x[0], w],
+    );
     g.add_output("y", y);
     assert_eq!(chosen_algos(&g), vec![ConvAlgo::Depthwise]);
     check(g, &["conv_impl"]);
     // 1×1 conv => GEMM on the input, no unfolding
     let (mut g, x) = graph(&[&[1, 16, 14, 14]]);
     let w = konst(&mut g, &[32, 16, 1, 1], 2);
-    let win = Window { kernel: vec![1, 1], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![0; 4], ceil_mode: false };
-    let y = op(&mut g, Op::Conv { window: win, group: 1 }, &[x[0], w]);
+    let win = Window {
+        kernel: vec![1, 1],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![0; 4],
+        ceil_mode: false,
+    };
+    let y = op(
+        &mut g,
+        Op::Conv {
+            window: win,
+            group: 1,
+        },
+        &[x[0], w],
+    );
     g.add_output("y", y);
     assert_eq!(chosen_algos(&g), vec![ConvAlgo::Pointwise]);
     // a large 7×7 stem: the unfolded input (≈7 MB) does not fit L2, so a chunked im2col wins
     let (mut g, x) = graph(&[&[1, 3, 224, 224]]);
     let w = konst(&mut g, &[64, 3, 7, 7], 3);
-    let win = Window { kernel: vec![7, 7], strides: vec![2, 2], dilations: vec![1, 1], pads: vec![3; 4], ceil_mode: false };
-    let y = op(&mut g, Op::Conv { window: win, group: 1 }, &[x[0], w]);
+    let win = Window {
+        kernel: vec![7, 7],
+        strides: vec![2, 2],
+        dilations: vec![1, 1],
+        pads: vec![3; 4],
+        ceil_mode: false,
+    };
+    let y = op(
+        &mut g,
+        Op::Conv {
+            window: win,
+            group: 1,
+        },
+        &[x[0], w],
+    );
     g.add_output("y", y);
     let a = chosen_algos(&g);
-    assert!(matches!(a[..], [ConvAlgo::Im2col { chunk_rows }] if chunk_rows < 112), "{a:?}");
+    assert!(
+        matches!(a[..], [ConvAlgo::Im2col { chunk_rows }] if chunk_rows < 112),
+        "{a:?}"
+    );
 }

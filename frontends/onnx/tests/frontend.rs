@@ -821,12 +821,20 @@ fn bound_inputs_become_constants() {
         bind_inputs: vec![("s".into(), t)],
         ..Options::default()
     };
-    let g = load_model_bytes(&bytes, None, &bind(Tensor::i64(vec![2], vec![3, -1]).unwrap()))
-        .unwrap();
+    let g = load_model_bytes(
+        &bytes,
+        None,
+        &bind(Tensor::i64(vec![2], vec![3, -1]).unwrap()),
+    )
+    .unwrap();
     assert_eq!(g.inputs.len(), 1);
     assert_eq!(g.value(g.inputs[0]).name, "x");
     assert_eq!(out_shape(&g, 0), [3, 2]);
-    let err = |t: Tensor| load_model_bytes(&bytes, None, &bind(t)).unwrap_err().to_string();
+    let err = |t: Tensor| {
+        load_model_bytes(&bytes, None, &bind(t))
+            .unwrap_err()
+            .to_string()
+    };
     assert_eq!(
         err(Tensor::f32(vec![2], vec![3.0, 2.0]).unwrap()),
         r#"--bind-input s: input "s" is int64 but the value is f32"#
@@ -840,7 +848,9 @@ fn bound_inputs_become_constants() {
         ..Options::default()
     };
     assert_eq!(
-        load_model_bytes(&bytes, None, &opts).unwrap_err().to_string(),
+        load_model_bytes(&bytes, None, &opts)
+            .unwrap_err()
+            .to_string(),
         r#"--bind-input names "w", which is not a graph input (inputs: "x", "s")"#
     );
 }
@@ -885,7 +895,9 @@ fn einsum_equations() {
             let name = format!("x{k}");
             m = m.input_f32(&name, s);
             let n: usize = s.iter().product();
-            let v: Vec<f32> = (0..n).map(|i| ((i * 7 + k * 3) % 11) as f32 - 5.0).collect();
+            let v: Vec<f32> = (0..n)
+                .map(|i| ((i * 7 + k * 3) % 11) as f32 - 5.0)
+                .collect();
             inputs.push(Tensor::f32(s.to_vec(), v).unwrap());
             names.push(name);
         }
@@ -897,11 +909,18 @@ fn einsum_equations() {
         assert_eq!(got.shape, want.shape, "{eq}");
         assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap(), "{eq}");
     }
-    let m = M::new(17)
-        .input_f32("x", &[3, 3])
-        .output("y")
-        .node("e", "Einsum", &["x"], &["y"], vec![astr("equation", "ii->i")]);
-    assert!(load_err(&m).contains("(diagonal) is not supported"), "{}", load_err(&m));
+    let m = M::new(17).input_f32("x", &[3, 3]).output("y").node(
+        "e",
+        "Einsum",
+        &["x"],
+        &["y"],
+        vec![astr("equation", "ii->i")],
+    );
+    assert!(
+        load_err(&m).contains("(diagonal) is not supported"),
+        "{}",
+        load_err(&m)
+    );
 }
 
 /// Reference einsum for the equations above ('...' spelled as one letter 'Z').
@@ -938,9 +957,8 @@ fn naive_einsum(eq: &str, ins: &[Tensor]) -> Tensor {
             val.insert(*c, rem % size[c]);
             rem /= size[c];
         }
-        let off = |t: &[char], shape: &[usize]| {
-            t.iter().zip(shape).fold(0, |a, (c, &d)| a * d + val[c])
-        };
+        let off =
+            |t: &[char], shape: &[usize]| t.iter().zip(shape).fold(0, |a, (c, &d)| a * d + val[c]);
         let p: f32 = terms
             .iter()
             .zip(ins)
