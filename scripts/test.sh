@@ -40,7 +40,8 @@ target/release/nnc-example examples/c/build/model.so 1
 
 step "ONNX node-test conformance (fails on any regression of tests/conformance/expected_pass.txt)"
 "$PY" tests/conformance/fetch_suite.py
-"$PY" tests/conformance/run.py --nnc target/release/nnc
+"$PY" tests/conformance/run.py --nnc target/release/nnc --strict
+"$PY" tests/conformance/jit_check.py --nnc target/release/nnc
 
 if [[ -z "${NNC_SKIP_AARCH64:-}" ]]; then
     step "AArch64: cross-compile and run under qemu (tests/aarch64)"
