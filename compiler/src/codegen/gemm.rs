@@ -176,8 +176,14 @@ pub fn emit_const_b(
 
 /// The assembled kernels support this epilogue with these arguments.
 fn asm_ok(s: &GemmSpec, bias: Option<Value>) -> bool {
-    !(s.bias.is_some_and(|x| x.strides.col > 1) || (s.bias.is_some() && bias.is_none()))
+    // Tiny products (attention with small heads) cost less inline than a
+    // call plus run-time packing of B.
+    let tiny = s.m * s.n * s.k < TINY_GEMM_MACS;
+    !(tiny || s.bias.is_some_and(|x| x.strides.col > 1) || (s.bias.is_some() && bias.is_none()))
 }
+
+/// Below this many multiply-adds a GEMM stays in inline Cranelift code.
+const TINY_GEMM_MACS: usize = 48 * 1024;
 
 fn asm_spec(s: &GemmSpec, b_packed: bool) -> x86::AsmGemm {
     x86::AsmGemm {
