@@ -232,6 +232,20 @@ fn kernels_split_over_threads_bit_identically() {
             vec![Arg::In(rng.tensor(&[96, 300])), mk(rng.tensor(&[96, 50]))],
             96,
         );
+        // A one-column last piece (below the size that stays inline):
+        // it must still take the whole GEMM's code path.
+        check(
+            &pools,
+            f,
+            &format!("gemm 64x257x256 one-column tail, const {consts}"),
+            gemm(1.0, 1.0, false, false),
+            vec![
+                Arg::In(rng.tensor(&[64, 256])),
+                mk(rng.tensor(&[256, 257])),
+                mk(rng.tensor(&[257])),
+            ],
+            256,
+        );
         // Few rows, many columns (wide tiles), ragged N.
         check(
             &pools,
@@ -314,6 +328,24 @@ fn kernels_split_over_threads_bit_identically() {
             144,
         );
     }
+    // 7 chunks of 8 rows serially, 8 chunks of 7 as tasks; with relu.
+    check(
+        &pools,
+        f,
+        "conv im2col 56 rows relu",
+        Op::ConvImpl {
+            window: conv3.clone(),
+            group: 1,
+            algo: ConvAlgo::Im2col { chunk_rows: 8 },
+            relu: true,
+        },
+        vec![
+            Arg::In(rng.tensor(&[1, 8, 56, 56])),
+            Arg::Const(rng.tensor(&[16, 8, 3, 3])),
+            Arg::Const(rng.tensor(&[16])),
+        ],
+        72,
+    );
     check(
         &pools,
         f,

@@ -49,29 +49,52 @@ impl ConvGeom {
         if self.is_pointwise() {
             0
         } else {
-            4 * (self.c / self.group) * self.kh * self.kw * self.rows() * self.ow
+            self.block_bytes(self.rows())
         }
     }
 
-    /// im2col chunks per image and group (1 for pointwise convs).
-    pub fn chunks(&self) -> usize {
-        if self.scratch_bytes() == 0 {
+    /// Bytes of one im2col block of `rows` output rows.
+    fn block_bytes(&self, rows: usize) -> usize {
+        4 * (self.c / self.group) * self.kh * self.kw * rows * self.ow
+    }
+
+    /// (image, group, chunk) items with chunks of `rows` output rows.
+    fn items_of(&self, rows: usize) -> usize {
+        let chunks = if self.scratch_bytes() == 0 {
             1
         } else {
-            self.oh.max(1) / self.rows()
+            self.oh.max(1) / rows
+        };
+        self.n * self.group * chunks
+    }
+
+    /// Rows per chunk when chunks run as parallel tasks. Per element the
+    /// result does not depend on the chunking, so tasks may use smaller
+    /// chunks than the serial code: the largest divisor of `oh` in
+    /// [rows/2, rows] whose item count splits evenly over 2 and 4 threads
+    /// (a multiple of 4, or at least 16), else `rows`. (ResNet's 56-row
+    /// layers: 7 chunks of 8 rows serially, 8 chunks of 7 in parallel.)
+    pub fn par_rows(&self) -> usize {
+        let rows = self.rows();
+        if self.scratch_bytes() == 0 {
+            return rows;
         }
+        let even = |r: usize| {
+            let it = self.items_of(r);
+            it.is_multiple_of(4) || it >= 16
+        };
+        (rows.div_ceil(2)..=rows)
+            .rev()
+            .find(|&r| self.oh.max(1).is_multiple_of(r) && even(r))
+            .unwrap_or(rows)
     }
 
-    /// Independent items: (image, group, chunk) triples.
-    pub fn items(&self) -> usize {
-        self.n * self.group * self.chunks()
-    }
-
-    /// Parallel tasks over items, each a contiguous range of them with its
-    /// own im2col slot. 1: the items run in order and each GEMM splits
-    /// instead (few items, e.g. one chunk of a late ResNet layer).
+    /// Parallel tasks over the items (of `par_rows` chunks), each a
+    /// contiguous range of them with its own im2col slot. 1: the items run
+    /// in order and each GEMM splits instead (few items, e.g. one chunk of
+    /// a late ResNet layer).
     pub fn item_tasks(&self) -> usize {
-        let items = self.items();
+        let items = self.items_of(self.par_rows());
         if items < 4 {
             return 1;
         }
@@ -84,9 +107,15 @@ impl ConvGeom {
         parallel::tasks_for(items, macs, 1 << 19, 1 << 18, max)
     }
 
-    /// im2col scratch for all slots (what the planner must allocate).
+    /// im2col scratch for all slots (what the planner must allocate): one
+    /// serial block, or one smaller block per parallel task.
     pub fn total_scratch_bytes(&self) -> usize {
-        self.scratch_bytes() * self.item_tasks()
+        let par = self.block_bytes(self.par_rows()) * self.item_tasks();
+        if self.scratch_bytes() == 0 {
+            0
+        } else {
+            self.scratch_bytes().max(par)
+        }
     }
 
     /// Rows per chunk, sanitized (a divisor of `oh`, at least 1).
@@ -130,28 +159,7 @@ pub fn emit(
     scratch: Option<Value>,
     relu: bool,
 ) {
-    let cg = g.c / g.group;
-    let mg = g.m / g.group;
-    let kdim = cg * g.kh * g.kw;
-    let ohw = g.oh * g.ow;
     let pointwise = g.is_pointwise() || g.scratch_bytes() == 0;
-    let rows = if pointwise { g.oh.max(1) } else { g.rows() };
-    let spec = GemmSpec {
-        m: mg,
-        n: if pointwise { ohw } else { rows * g.ow },
-        k: kdim,
-        a: Strides { row: kdim, col: 1 },
-        b_row: if pointwise { g.h * g.w } else { rows * g.ow },
-        c_row: ohw,
-        alpha: 1.0,
-        bias: bias.map(|_| Bias {
-            strides: Strides { row: 1, col: 0 },
-            beta: 1.0,
-        }),
-        relu,
-    };
-    let chunks = if pointwise { 1 } else { g.oh.max(1) / rows };
-    let slot_bytes = g.scratch_bytes() as i64;
     // No scratch also when it would be empty (zero input channels: K = 0
     // and the GEMM never reads B; the planner allocates nothing).
     let scratch = if pointwise {
@@ -162,21 +170,96 @@ pub fn emit(
     let mut caps = vec![x, w, y];
     caps.extend(scratch);
     caps.extend(bias);
-    let (has_s, has_b) = (scratch.is_some(), bias.is_some());
-    let item = &mut |k: &mut Kb, p: &[Value], it: Value, slot: Value| {
+    let rows = if pointwise { g.oh.max(1) } else { g.rows() };
+    let serial = Items::new(g, rows, pointwise, bias.is_some(), relu);
+    let tasks = g.item_tasks();
+    let prows = if pointwise { rows } else { g.par_rows() };
+    if prows == rows || tasks <= 1 || k.threads.is_none() {
+        parallel::parallel_items(k, serial.count(), tasks, &caps, &mut |k, p, it, slot| {
+            serial.emit(k, p, it, slot)
+        });
+        return;
+    }
+    // Tasks take finer chunks than the serial code (see `par_rows`).
+    let par = Items::new(g, prows, pointwise, bias.is_some(), relu);
+    parallel::parallel_items_or(
+        k,
+        par.count(),
+        tasks,
+        &caps,
+        &mut |k, p, it, slot| par.emit(k, p, it, slot),
+        Some(&mut |k: &mut Kb| {
+            let zero = k.iconst(0);
+            k.for_range(0, serial.count() as i64, 1, |k, it| {
+                serial.emit(k, &caps, it, zero)
+            });
+        }),
+    );
+}
+
+/// The (image, group, chunk) items of a conv with chunks of `rows` output
+/// rows (one chunk of all rows when pointwise).
+struct Items<'g> {
+    g: &'g ConvGeom,
+    rows: usize,
+    chunks: usize,
+    spec: GemmSpec,
+    pointwise: bool,
+    has_bias: bool,
+}
+
+impl<'g> Items<'g> {
+    fn new(g: &'g ConvGeom, rows: usize, pointwise: bool, has_bias: bool, relu: bool) -> Self {
+        let kdim = g.c / g.group * g.kh * g.kw;
+        let ohw = g.oh * g.ow;
+        let spec = GemmSpec {
+            m: g.m / g.group,
+            n: if pointwise { ohw } else { rows * g.ow },
+            k: kdim,
+            a: Strides { row: kdim, col: 1 },
+            b_row: if pointwise { g.h * g.w } else { rows * g.ow },
+            c_row: ohw,
+            alpha: 1.0,
+            bias: has_bias.then_some(Bias {
+                strides: Strides { row: 1, col: 0 },
+                beta: 1.0,
+            }),
+            relu,
+        };
+        let chunks = if pointwise { 1 } else { g.oh.max(1) / rows };
+        Items {
+            g,
+            rows,
+            chunks,
+            spec,
+            pointwise,
+            has_bias,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.g.n * self.g.group * self.chunks
+    }
+
+    /// Item `it`; `p` = [x, w, y, scratch (unless pointwise), bias?]; its
+    /// im2col block is scratch slot `slot`.
+    fn emit(&self, k: &mut Kb, p: &[Value], it: Value, slot: Value) {
+        let g = self.g;
+        let (cg, mg) = (g.c / g.group, g.m / g.group);
+        let kdim = self.spec.k;
         let (x, w, y) = (p[0], p[1], p[2]);
-        let s = has_s.then(|| p[3]);
-        let bias = has_b.then(|| p[3 + has_s as usize]);
+        let s = (!self.pointwise).then(|| p[3]);
+        let bias = self.has_bias.then(|| p[3 + s.is_some() as usize]);
         // item = ((image·group + grp)·chunks + chunk)
-        let (ng, chunk) = if chunks == 1 {
+        let (ng, chunk) = if self.chunks == 1 {
             (it, None)
         } else {
-            let ng = k.b.ins().udiv_imm_u(it, chunks as i64);
-            (ng, Some(k.b.ins_urem(it, chunks as i64)))
+            let ng = k.b.ins().udiv_imm_u(it, self.chunks as i64);
+            (ng, Some(k.b.ins_urem(it, self.chunks as i64)))
         };
         let grp = (g.group > 1).then(|| k.b.ins_urem(ng, g.group as i64));
         let xin = k.index(x, ng, (4 * cg * g.h * g.w) as i64);
-        let c = k.index(y, ng, (4 * mg * ohw) as i64);
+        let c = k.index(y, ng, (4 * mg * g.oh * g.ow) as i64);
         let (a, bi) = match grp {
             Some(grp) => (
                 k.index(w, grp, (4 * mg * kdim) as i64),
@@ -185,20 +268,19 @@ pub fn emit(
             None => (w, bias),
         };
         let Some(s) = s else {
-            gemm::emit(k, &spec, a, xin, c, bi);
+            gemm::emit(k, &self.spec, a, xin, c, bi);
             return;
         };
         // One chunk of `rows` output rows: unfold, then multiply into C's columns.
-        let s = k.index(s, slot, slot_bytes);
+        let s = k.index(s, slot, g.block_bytes(self.rows) as i64);
         let r0 = match chunk {
-            Some(ch) => k.b.ins().imul_imm_s(ch, rows as i64),
+            Some(ch) => k.b.ins().imul_imm_s(ch, self.rows as i64),
             None => k.iconst(0),
         };
-        im2col(k, g, xin, s, r0, rows);
+        im2col(k, g, xin, s, r0, self.rows);
         let cc = k.index(c, r0, (4 * g.ow) as i64);
-        gemm::emit(k, &spec, a, s, cc, bi);
-    };
-    parallel::parallel_items(k, g.items(), g.item_tasks(), &caps, item);
+        gemm::emit(k, &self.spec, a, s, cc, bi);
+    }
 }
 
 /// Unfolds output rows r0..r0+rows of one group of one image: row

@@ -203,8 +203,19 @@ fn asm_spec(s: &GemmSpec, b_packed: bool) -> x86::AsmGemm {
 
 /// One call for the GEMM `s` (no splitting); false only for packed B
 /// without an assembled kernel.
-fn call_one(k: &mut Kb, s: &GemmSpec, a: Value, b: B, c: Value, bias: Option<Value>) -> bool {
-    if asm_ok(s, bias) {
+/// One call for the GEMM `s` (no splitting): the assembled kernel when
+/// `asm` (and it assembles), else Cranelift code. False only for packed B
+/// without an assembled kernel.
+fn call_one(
+    k: &mut Kb,
+    s: &GemmSpec,
+    a: Value,
+    b: B,
+    c: Value,
+    bias: Option<Value>,
+    asm: bool,
+) -> bool {
+    if asm {
         let packed = matches!(b, B::Packed(_));
         let f = k.asm().and_then(|be| be.gemm(&asm_spec(s, packed)));
         if let Some((fid, sig)) = f {
@@ -312,26 +323,38 @@ fn plan_split(s: &GemmSpec, level: Option<x86::Level>) -> Option<Split> {
 
 /// The GEMM, split over the kernel's threads when worth it.
 fn run(k: &mut Kb, s: &GemmSpec, a: Value, b: B, c: Value, bias: Option<Value>) -> bool {
+    // The whole GEMM decides the code path (assembled or Cranelift) and the
+    // pieces of a split all take the same one: the two paths round the
+    // epilogue differently, and results must not depend on threads.
+    let asm = asm_ok(s, bias) && k.asm().is_some();
     if k.threads.is_none() {
-        return call_one(k, s, a, b, c, bias);
+        return call_one(k, s, a, b, c, bias, asm);
     }
-    let level = k.asm().map(|be| be.level());
-    let Some(sp) = plan_split(s, level) else {
-        return call_one(k, s, a, b, c, bias);
+    let level = if asm {
+        k.asm().map(|be| be.level())
+    } else {
+        None
     };
-    if let B::Packed(_) = b {
-        // Packed B has no Cranelift fallback: every piece must assemble,
-        // and read the panels of the whole GEMM's packing (same width).
-        let mut all = true;
+    let Some(sp) = plan_split(s, level) else {
+        return call_one(k, s, a, b, c, bias, asm);
+    };
+    if asm {
+        // Every piece must assemble (else it would fall back to Cranelift),
+        // and with pre-packed B read the panels of the whole GEMM's packing
+        // (same panel width).
+        let packed = matches!(b, B::Packed(_));
         let nv = |spec: &x86::AsmGemm| level.map(|l| x86::tiling(spec, l).nv);
-        let whole = nv(&asm_spec(s, true));
+        let whole = asm_spec(s, packed);
+        let mut all = k.asm().and_then(|be| be.gemm(&whole)).is_some();
         for len in [sp.block, sp.tail] {
-            let spec = asm_spec(&sp.sub(s, len), true);
-            all &= nv(&spec) == whole && k.asm().and_then(|be| be.gemm(&spec)).is_some();
+            let spec = asm_spec(&sp.sub(s, len), packed);
+            all &= nv(&spec) == nv(&whole) && k.asm().and_then(|be| be.gemm(&spec)).is_some();
         }
         if !all {
-            return call_one(k, s, a, b, c, bias);
+            return call_one(k, s, a, b, c, bias, asm);
         }
+    } else if let B::Packed(_) = b {
+        return false;
     }
     let packed = matches!(b, B::Packed(_));
     let (B::Rows(bp) | B::Packed(bp)) = b;
@@ -373,7 +396,7 @@ fn run(k: &mut Kb, s: &GemmSpec, a: Value, b: B, c: Value, bias: Option<Value>) 
     let body = &mut |k: &mut Kb, p: &[Value], t: Value, _slot: Value| {
         let one = |k: &mut Kb, len: usize, at: Value| {
             let (a, b, c, bias) = piece(k, p, at);
-            call_one(k, &sp.sub(s, len), a, b, c, bias);
+            call_one(k, &sp.sub(s, len), a, b, c, bias, asm);
         };
         let last_at = ((sp.tasks - 1) * sp.block) as i64;
         parallel::last_or_rest(
@@ -393,7 +416,7 @@ fn run(k: &mut Kb, s: &GemmSpec, a: Value, b: B, c: Value, bias: Option<Value>) 
         );
     };
     let serial = &mut |k: &mut Kb| {
-        call_one(k, s, a, b, c, bias);
+        call_one(k, s, a, b, c, bias, asm);
     };
     parallel::parallel(k, sp.tasks, &caps, body, Some(serial));
     true

@@ -268,6 +268,19 @@ fn inline(
 /// [`parallel`]: `item(k, caps, i, slot)` emits item `i`. With one task (or
 /// no threads) this is a plain loop over the items.
 pub fn parallel_items(k: &mut Kb, items: usize, tasks: usize, caps: &[Value], item: &mut Body) {
+    parallel_items_or(k, items, tasks, caps, item, None)
+}
+
+/// [`parallel_items`] with the single-threaded code given by `serial`
+/// (when tasks are set up at all), e.g. a coarser split of the same work.
+pub fn parallel_items_or(
+    k: &mut Kb,
+    items: usize,
+    tasks: usize,
+    caps: &[Value],
+    item: &mut Body,
+    serial: Option<&mut dyn FnMut(&mut Kb)>,
+) {
     let tasks = tasks.clamp(1, items.max(1));
     if tasks <= 1 || k.threads.is_none() {
         let zero = k.iconst(0);
@@ -291,7 +304,7 @@ pub fn parallel_items(k: &mut Kb, items: usize, tasks: usize, caps: &[Value], it
             };
             k.for_dyn(lo, hi, 1, |k, i| item(k, c, i, slot));
         },
-        None,
+        serial,
     );
 }
 
