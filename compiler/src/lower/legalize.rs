@@ -1,18 +1,22 @@
 //! Graph rewrites that put ops in the form the kernels expect, done on
 //! constants at compile time so the generated code never pays for them.
 
-use crate::ir::{eval, Graph, Op, ValueKind};
+use crate::ir::{eval, Graph, Op, Tensor, Value, ValueId, ValueKind};
 use std::sync::Arc;
 
 /// - Gemm with `trans_b` and constant B: transpose B once, here.
 /// - LayerNorm with constant scale/bias that broadcast: expand them to the
 ///   normalized shape so the kernel reads one value per element.
+///
+/// New constants are appended and then moved ahead of every op in one
+/// renumbering (constants have no operands, so the order stays topological).
 pub fn legalize(g: &mut Graph) {
-    for i in 0..g.values.len() {
-        let (op, args) = match &g.values[i].kind {
-            ValueKind::Op { op, args } => (op.clone(), args.clone()),
-            _ => continue,
+    let n = g.values.len();
+    for i in 0..n {
+        let ValueKind::Op { op, args } = &g.values[i].kind else {
+            continue;
         };
+        let (op, args) = (op.clone(), args.clone());
         match op {
             Op::Gemm {
                 alpha,
@@ -27,10 +31,10 @@ pub fn legalize(g: &mut Graph) {
                     continue;
                 };
                 let name = format!("{}.T", g.value(args[1]).name);
-                let nb = push_const_before(g, i, name, bt);
+                let nb = append_const(g, name, bt);
                 set_op(
                     g,
-                    i + 1,
+                    i,
                     Op::Gemm {
                         alpha,
                         beta,
@@ -44,7 +48,6 @@ pub fn legalize(g: &mut Graph) {
             Op::LayerNorm { axis, .. } => {
                 let norm: Vec<usize> = g.ty(args[0]).shape[axis..].to_vec();
                 for (slot, &p) in args.iter().enumerate().skip(1) {
-                    let idx = current_index(g, i, &args, slot);
                     let Some(t) = g.as_const(p).cloned() else {
                         continue;
                     };
@@ -68,66 +71,62 @@ pub fn legalize(g: &mut Graph) {
                         continue;
                     };
                     let name = format!("{}.expanded", g.value(p).name);
-                    let np = push_const_before(g, idx, name, e);
-                    let cur = match &g.values[idx + 1].kind {
-                        ValueKind::Op { op, .. } => op.clone(),
-                        _ => unreachable!(),
-                    };
-                    set_op(g, idx + 1, cur, np, slot);
+                    let np = append_const(g, name, e);
+                    set_op(g, i, op.clone(), np, slot);
                 }
             }
             _ => {}
         }
     }
+    if g.values.len() > n {
+        constants_first(g);
+    }
     g.remove_dead();
 }
 
-/// Position of the node that started at `start` (constants may have been
-/// inserted before it while legalizing earlier slots).
-fn current_index(g: &Graph, start: usize, args: &[crate::ir::ValueId], _slot: usize) -> usize {
-    let _ = args;
-    let mut i = start;
-    while !matches!(g.values[i].kind, ValueKind::Op { .. }) {
-        i += 1;
-    }
-    i
-}
-
-/// Inserts a constant at position `at`, shifting later value ids by one.
-fn push_const_before(
-    g: &mut Graph,
-    at: usize,
-    name: String,
-    t: crate::ir::Tensor,
-) -> crate::ir::ValueId {
+fn append_const(g: &mut Graph, name: String, t: Tensor) -> ValueId {
     let ty = t.ty();
-    let v = crate::ir::Value {
+    g.values.push(Value {
         name,
         ty,
         kind: ValueKind::Const(Arc::new(t)),
         origin: None,
-    };
-    g.values.insert(at, v);
-    let shift = |id: &mut crate::ir::ValueId| {
-        if id.index() >= at {
-            id.0 += 1;
-        }
-    };
-    for val in g.values.iter_mut().skip(at + 1) {
-        if let ValueKind::Op { args, .. } = &mut val.kind {
-            args.iter_mut().for_each(shift);
-        }
-    }
-    g.inputs.iter_mut().for_each(shift);
-    for o in g.outputs.iter_mut() {
-        shift(&mut o.value);
-    }
-    crate::ir::ValueId(at as u32)
+    });
+    ValueId((g.values.len() - 1) as u32)
 }
 
-fn set_op(g: &mut Graph, at: usize, op: Op, new_arg: crate::ir::ValueId, slot: usize) {
+fn set_op(g: &mut Graph, at: usize, op: Op, new_arg: ValueId, slot: usize) {
     if let ValueKind::Op { op: o, args } = &mut g.values[at].kind {
         *o = op;
         args[slot] = new_arg;
     }
+}
+
+/// Stable reorder: constants, then everything else in its order.
+fn constants_first(g: &mut Graph) {
+    let is_const = |v: &Value| matches!(v.kind, ValueKind::Const(_));
+    let order: Vec<usize> = (0..g.values.len())
+        .filter(|&i| is_const(&g.values[i]))
+        .chain((0..g.values.len()).filter(|&i| !is_const(&g.values[i])))
+        .collect();
+    let mut remap = vec![0u32; order.len()];
+    for (new, &old) in order.iter().enumerate() {
+        remap[old] = new as u32;
+    }
+    let mut old: Vec<Option<Value>> = std::mem::take(&mut g.values)
+        .into_iter()
+        .map(Some)
+        .collect();
+    g.values = order
+        .iter()
+        .map(|&i| old[i].take().expect("each value moved once"))
+        .collect();
+    let fix = |id: &mut ValueId| *id = ValueId(remap[id.index()]);
+    for v in &mut g.values {
+        if let ValueKind::Op { args, .. } = &mut v.kind {
+            args.iter_mut().for_each(fix);
+        }
+    }
+    g.inputs.iter_mut().for_each(fix);
+    g.outputs.iter_mut().for_each(|o| fix(&mut o.value));
 }

@@ -352,19 +352,25 @@ pub(super) fn slice(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
     Ok(vec![c.op(n, Op::Slice { dims }, &[x])?])
 }
 
-pub(super) fn gather(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
-    let x = c.input(n, 0)?;
-    let idx = c.input(n, 1)?;
-    let xs = c.shape(x);
-    let axis = n.axis(n.attr_int("axis", 0)?, xs.len())?;
+/// Constant indices (numpy-style, negatives wrap once) must lie in the axis.
+fn check_const_indices(c: &Ctx<'_>, n: &Node, idx: ValueId, axis: usize, dim: usize) -> Result<()> {
     if let Some(v) = c.as_const(idx).and_then(|t| t.to_i64_vec()) {
-        let d = xs[axis] as i64;
+        let d = dim as i64;
         if let Some(bad) = v.iter().find(|&&i| i < -d || i >= d) {
             return Err(n.err(format!(
                 "index {bad} is out of range for axis {axis} of size {d}"
             )));
         }
     }
+    Ok(())
+}
+
+pub(super) fn gather(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
+    let x = c.input(n, 0)?;
+    let idx = c.input(n, 1)?;
+    let xs = c.shape(x);
+    let axis = n.axis(n.attr_int("axis", 0)?, xs.len())?;
+    check_const_indices(c, n, idx, axis, xs[axis])?;
     Ok(vec![c.op(n, Op::Gather { axis }, &[x, idx])?])
 }
 
@@ -373,14 +379,7 @@ pub(super) fn gather_elements(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>>
     let idx = c.input(n, 1)?;
     let xs = c.shape(x);
     let axis = n.axis(n.attr_int("axis", 0)?, xs.len())?;
-    if let Some(v) = c.as_const(idx).and_then(|t| t.to_i64_vec()) {
-        let d = xs[axis] as i64;
-        if let Some(bad) = v.iter().find(|&&i| i < -d || i >= d) {
-            return Err(n.err(format!(
-                "index {bad} is out of range for axis {axis} of size {d}"
-            )));
-        }
-    }
+    check_const_indices(c, n, idx, axis, xs[axis])?;
     Ok(vec![c.op(n, Op::GatherElements { axis }, &[x, idx])?])
 }
 
