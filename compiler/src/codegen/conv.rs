@@ -314,43 +314,33 @@ fn im2col(k: &mut Kb, g: &ConvGeom, x: Value, col: Value, r0: Value, rows: usize
                             .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, oh, h_lo as i64);
                     let hi = k.b.ins().icmp_imm_s(IntCC::SignedLessThan, oh, h_hi as i64);
                     let inside = k.b.ins().band(lo, hi);
-                    let copy_b = k.b.create_block();
-                    let zero_b = k.b.create_block();
-                    let join = k.b.create_block();
-                    k.b.ins().brif(inside, copy_b, &[], zero_b, &[]);
-                    k.b.switch_to_block(zero_b);
-                    k.b.seal_block(zero_b);
-                    movement::fill_zero(k, dst, 4 * g.ow);
-                    k.b.ins().jump(join, &[]);
-                    k.b.switch_to_block(copy_b);
-                    k.b.seal_block(copy_b);
-                    // input row ih = oh·s − p + kh·d
-                    let ih = k.b_ins_imul_add(
-                        oh,
-                        g.stride[0] as i64,
-                        kh as i64 * g.dil[0] as i64 - g.pad[0] as i64,
-                    );
-                    let src_row = k.index(xc, ih, (4 * g.w) as i64);
-                    movement::fill_zero(k, dst, 4 * w_lo);
-                    let dtail = k.offset(dst, (4 * w_hi) as i64);
-                    movement::fill_zero(k, dtail, 4 * (g.ow - w_hi));
-                    let iw0 = (w_lo * g.stride[1] + kw * g.dil[1]) as i64 - g.pad[1] as i64;
-                    let src = k.offset(src_row, 4 * iw0);
-                    let dst = k.offset(dst, (4 * w_lo) as i64);
-                    let cnt = w_hi - w_lo;
-                    if g.stride[1] == 1 {
-                        movement::copy(k, dst, src, cnt, 4);
-                    } else {
-                        let s = g.stride[1] as i64;
-                        k.for_range(0, cnt as i64, 1, |k, i| {
-                            let p = k.index(src, i, 4 * s);
-                            let v = k.load(cranelift_codegen::ir::types::F32, p, 0);
-                            k.store_at(v, dst, i);
-                        });
-                    }
-                    k.b.ins().jump(join, &[]);
-                    k.b.switch_to_block(join);
-                    k.b.seal_block(join);
+                    let copy_row = |k: &mut Kb| {
+                        // input row ih = oh·s − p + kh·d
+                        let ih = k.b_ins_imul_add(
+                            oh,
+                            g.stride[0] as i64,
+                            kh as i64 * g.dil[0] as i64 - g.pad[0] as i64,
+                        );
+                        let src_row = k.index(xc, ih, (4 * g.w) as i64);
+                        movement::fill_zero(k, dst, 4 * w_lo);
+                        let dtail = k.offset(dst, (4 * w_hi) as i64);
+                        movement::fill_zero(k, dtail, 4 * (g.ow - w_hi));
+                        let iw0 = (w_lo * g.stride[1] + kw * g.dil[1]) as i64 - g.pad[1] as i64;
+                        let src = k.offset(src_row, 4 * iw0);
+                        let dst = k.offset(dst, (4 * w_lo) as i64);
+                        let cnt = w_hi - w_lo;
+                        if g.stride[1] == 1 {
+                            movement::copy(k, dst, src, cnt, 4);
+                        } else {
+                            let s = g.stride[1] as i64;
+                            k.for_range(0, cnt as i64, 1, |k, i| {
+                                let p = k.index(src, i, 4 * s);
+                                let v = k.load(cranelift_codegen::ir::types::F32, p, 0);
+                                k.store_at(v, dst, i);
+                            });
+                        }
+                    };
+                    k.if_else(inside, copy_row, |k| movement::fill_zero(k, dst, 4 * g.ow));
                 });
             }
         }

@@ -3,9 +3,8 @@
 //! checked against the axis size (status 3 when out of range).
 
 use super::kb::Kb;
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{F32, I32, I64, I8};
-use cranelift_codegen::ir::{InstBuilder, Type, Value};
+use cranelift_codegen::ir::types::{F32, I64, I8};
+use cranelift_codegen::ir::{Type, Value};
 use cranelift_frontend::Variable;
 
 fn elem_ty(esize: usize) -> Type {
@@ -72,30 +71,10 @@ fn level(k: &mut Kb, g: &Geom, d: usize, src: Value, idx: Value, dst: Value, sta
 
 fn element(k: &mut Kb, g: &Geom, src: Value, idx: Value, dst: Value, status: Variable) {
     let raw = k.load(I64, idx, 0);
-    let wrapped = k.b.ins().iadd_imm_s(raw, g.dim);
-    let neg = k.b.ins().icmp_imm_s(IntCC::SignedLessThan, raw, 0);
-    let j = k.b.ins().select(neg, wrapped, raw);
-    let lo = k.b.ins().icmp_imm_s(IntCC::SignedLessThan, j, 0);
-    let hi =
-        k.b.ins()
-            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, j, g.dim);
-    let bad = k.b.ins().bor(lo, hi);
-    let ok_block = k.b.create_block();
-    let bad_block = k.b.create_block();
-    let join = k.b.create_block();
-    k.b.ins().brif(bad, bad_block, &[], ok_block, &[]);
-    k.b.switch_to_block(bad_block);
-    k.b.seal_block(bad_block);
-    let three = k.b.ins().iconst(I32, 3);
-    k.set(status, three);
-    k.b.ins().jump(join, &[]);
-    k.b.switch_to_block(ok_block);
-    k.b.seal_block(ok_block);
-    let p = k.index(src, j, g.src_st[g.axis] as i64 * g.esize);
-    let ty = elem_ty(g.esize as usize);
-    let v = k.load(ty, p, 0);
-    k.store(v, dst, 0);
-    k.b.ins().jump(join, &[]);
-    k.b.switch_to_block(join);
-    k.b.seal_block(join);
+    k.checked_index(raw, g.dim, status, |k, j| {
+        let p = k.index(src, j, g.src_st[g.axis] as i64 * g.esize);
+        let ty = elem_ty(g.esize as usize);
+        let v = k.load(ty, p, 0);
+        k.store(v, dst, 0);
+    });
 }

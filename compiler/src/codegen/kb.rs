@@ -319,3 +319,57 @@ impl InsExt for FunctionBuilder<'_> {
         }
     }
 }
+
+impl Kb<'_> {
+    /// `if cond { then } else { other }`, continuing after both.
+    pub fn if_else(
+        &mut self,
+        cond: Value,
+        then: impl FnOnce(&mut Self),
+        other: impl FnOnce(&mut Self),
+    ) {
+        let t = self.b.create_block();
+        let e = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.ins().brif(cond, t, &[], e, &[]);
+        self.b.switch_to_block(t);
+        self.b.seal_block(t);
+        then(self);
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(e);
+        self.b.seal_block(e);
+        other(self);
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+    }
+
+    /// A run-time i64 index into an axis of `dim` elements: negatives wrap
+    /// once (numpy `take`); out of range sets `status` to the ABI's
+    /// index error and skips `body`, which gets the wrapped index.
+    pub fn checked_index(
+        &mut self,
+        raw: Value,
+        dim: i64,
+        status: Variable,
+        body: impl FnOnce(&mut Self, Value),
+    ) {
+        let wrapped = self.b.ins().iadd_imm_s(raw, dim);
+        let neg = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, raw, 0);
+        let i = self.b.ins().select(neg, wrapped, raw);
+        let lo = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, 0);
+        let hi = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, i, dim);
+        let bad = self.b.ins().bor(lo, hi);
+        self.if_else(
+            bad,
+            |k| {
+                let code = k.b.ins().iconst(I32, super::status::INDEX_OUT_OF_RANGE);
+                k.set(status, code);
+            },
+            |k| body(k, i),
+        );
+    }
+}

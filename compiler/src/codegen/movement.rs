@@ -2,7 +2,6 @@
 
 use super::kb::Kb;
 use super::parallel;
-use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, I64};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
@@ -233,36 +232,15 @@ pub fn gather(
     k.for_range(0, n_idx as i64, 1, |k, j| {
         let p = k.index(idx, j, 8);
         let raw = k.load(I64, p, 0);
-        // numpy take: negative indices wrap once.
-        let wrapped = k.b.ins().iadd_imm_s(raw, dim);
-        let neg = k.b.ins().icmp_imm_s(IntCC::SignedLessThan, raw, 0);
-        let i = k.b.ins().select(neg, wrapped, raw);
-        let bad_lo = k.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, 0);
-        let bad_hi =
-            k.b.ins()
-                .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, i, dim);
-        let bad = k.b.ins().bor(bad_lo, bad_hi);
-        let ok_block = k.b.create_block();
-        let bad_block = k.b.create_block();
-        let join = k.b.create_block();
-        k.b.ins().brif(bad, bad_block, &[], ok_block, &[]);
-        k.b.switch_to_block(bad_block);
-        k.b.seal_block(bad_block);
-        let three = k.b.ins().iconst(cranelift_codegen::ir::types::I32, 3);
-        k.set(status, three);
-        k.b.ins().jump(join, &[]);
-        k.b.switch_to_block(ok_block);
-        k.b.seal_block(ok_block);
-        k.for_range(0, outer as i64, 1, |k, o| {
-            let ps = k.index(src, o, dim * block);
-            let ps = k.index(ps, i, block);
-            let pd = k.index(dst, o, n_idx as i64 * block);
-            let pd = k.index(pd, j, block);
-            copy_bytes(k, pd, ps, block as usize);
+        k.checked_index(raw, dim, status, |k, i| {
+            k.for_range(0, outer as i64, 1, |k, o| {
+                let ps = k.index(src, o, dim * block);
+                let ps = k.index(ps, i, block);
+                let pd = k.index(dst, o, n_idx as i64 * block);
+                let pd = k.index(pd, j, block);
+                copy_bytes(k, pd, ps, block as usize);
+            });
         });
-        k.b.ins().jump(join, &[]);
-        k.b.switch_to_block(join);
-        k.b.seal_block(join);
     });
 }
 

@@ -322,18 +322,11 @@ pub fn last_or_rest(
         return f(k, false);
     }
     let last = k.b.ins().icmp_imm_s(IntCC::Equal, t, tasks as i64 - 1);
-    let tail_b = k.b.create_block();
-    let rest_b = k.b.create_block();
-    let join = k.b.create_block();
-    k.b.ins().brif(last, tail_b, &[], rest_b, &[]);
-    k.b.switch_to_block(tail_b);
-    k.b.seal_block(tail_b);
-    f(k, true);
-    k.b.ins().jump(join, &[]);
-    k.b.switch_to_block(rest_b);
-    k.b.seal_block(rest_b);
-    f(k, false);
-    k.b.ins().jump(join, &[]);
-    k.b.switch_to_block(join);
-    k.b.seal_block(join);
+    // Both arms call `f`; only one runs, so the shared borrow never overlaps.
+    let f = std::cell::RefCell::new(f);
+    k.if_else(
+        last,
+        |k| (f.borrow_mut())(k, true),
+        |k| (f.borrow_mut())(k, false),
+    );
 }
