@@ -50,6 +50,7 @@
 mod avx2;
 mod avx512;
 pub mod backend;
+pub mod softmax;
 
 use iced_x86::code_asm::*;
 use iced_x86::IcedError;
