@@ -9,6 +9,7 @@ use super::gemm::{self, Bias, GemmSpec, Strides};
 use super::kb::{InsExt, Kb, VF};
 use super::math;
 use super::parallel;
+use super::x86;
 use crate::ir::UnaryOp;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::F32;
@@ -244,12 +245,12 @@ fn key_block(
         relu: false,
     };
     let ktb = k.index(h.kt, j0, 4);
-    gemm::emit(k, &spec, q, ktb, s_tile, None);
-    // Per row: softcap, mask, causal; then the online softmax update.
-    k.for_range(0, rows as i64, 1, |k, rr| {
-        let srow = k.index(s_tile, rr, (4 * bk) as i64);
-        let i = k.b.ins().iadd(i0, rr);
-        if g.softcap > 0.0 || h.mask.is_some() || g.causal {
+    gemm::emit_small(k, &spec, q, ktb, s_tile, None);
+    // Per row: softcap, mask, causal.
+    if g.softcap > 0.0 || h.mask.is_some() || g.causal {
+        k.for_range(0, rows as i64, 1, |k, rr| {
+            let srow = k.index(s_tile, rr, (4 * bk) as i64);
+            let i = k.b.ins().iadd(i0, rr);
             let mrow = match (h.mask, &g.mask_strides) {
                 (Some(m), Some(ms)) => {
                     let mr = k.index(m, i, 4 * ms[r] as i64);
@@ -280,7 +281,48 @@ fn key_block(
                 }
                 k.store_at(s, srow, jj);
             });
-        }
+        });
+    }
+    // The online softmax update: assembled (zmm/ymm) where the target has
+    // it, else the f32x4 code below with the same semantics.
+    let kern = x86::softmax::SoftmaxKernel::Online {
+        rows,
+        n,
+        ld: bk,
+        dv: g.dv,
+    };
+    if let Some((fid, sig)) = k.asm().and_then(|be| be.softmax(&kern)) {
+        let fref = x86::backend::import_function(k.b.func, fid, sig);
+        k.b.ins().call(fref, &[s_tile, m_vec, l_vec, o]);
+    } else {
+        online_rows(k, g, [s_tile, m_vec, l_vec, c_vec], o, rows, n);
+    }
+    // O += P[rows, n] · V[j0..j0+n, Dv]
+    let vb = k.index(h.v, j0, (4 * g.dv) as i64);
+    let spec = GemmSpec {
+        m: rows,
+        n: g.dv,
+        k: n,
+        a: Strides { row: bk, col: 1 },
+        b_row: g.dv,
+        c_row: g.dv,
+        alpha: 1.0,
+        bias: Some(Bias {
+            strides: Strides { row: g.dv, col: 1 },
+            beta: 1.0,
+        }),
+        relu: false,
+    };
+    gemm::emit_small(k, &spec, s_tile, vb, o, Some(o));
+}
+
+/// The online softmax update of one key block in f32x4 code (see
+/// [`x86::softmax::SoftmaxKernel::Online`] for the semantics).
+fn online_rows(k: &mut Kb, g: &AttnGeom, sc: [Value; 4], o: Value, rows: usize, n: usize) {
+    let [s_tile, m_vec, l_vec, c_vec] = sc;
+    let bk = g.bk();
+    k.for_range(0, rows as i64, 1, |k, rr| {
+        let srow = k.index(s_tile, rr, (4 * bk) as i64);
         // Row max of this block, new running max, correction factor.
         let ninf = k.fconst(f32::NEG_INFINITY);
         let nv = k.splat(ninf);
@@ -339,21 +381,4 @@ fn key_block(
             k.store_at(y, orow, c);
         });
     });
-    // O += P[rows, n] · V[j0..j0+n, Dv]
-    let vb = k.index(h.v, j0, (4 * g.dv) as i64);
-    let spec = GemmSpec {
-        m: rows,
-        n: g.dv,
-        k: n,
-        a: Strides { row: bk, col: 1 },
-        b_row: g.dv,
-        c_row: g.dv,
-        alpha: 1.0,
-        bias: Some(Bias {
-            strides: Strides { row: g.dv, col: 1 },
-            beta: 1.0,
-        }),
-        relu: false,
-    };
-    gemm::emit(k, &spec, s_tile, vb, o, Some(o));
 }

@@ -122,7 +122,14 @@ enum B {
 /// kernel when the target has one (x86-64 AVX2/AVX-512), else f32x4 loops;
 /// split over the thread pool when it is large (see [`plan_split`]).
 pub fn emit(k: &mut Kb, s: &GemmSpec, a: Value, b: Value, c: Value, bias: Option<Value>) {
-    run(k, s, a, B::Rows(b), c, bias);
+    run(k, s, a, B::Rows(b), c, bias, false);
+}
+
+/// [`emit`] for the small products of a hot loop (attention blocks): the
+/// assembled kernel even below [`TINY_GEMM_MACS`], where a loop full of
+/// f32x4 GEMMs is slower than a call to zmm/ymm code.
+pub fn emit_small(k: &mut Kb, s: &GemmSpec, a: Value, b: Value, c: Value, bias: Option<Value>) {
+    run(k, s, a, B::Rows(b), c, bias, true);
 }
 
 /// The GEMM with B a constant: calls to an assembled kernel that reads B
@@ -137,7 +144,7 @@ pub fn emit_const_b(
     c: Value,
     bias: Option<Value>,
 ) -> bool {
-    if !asm_ok(s, bias) {
+    if !asm_ok(s, bias, false) {
         return false;
     }
     let Some(be) = k.asm() else {
@@ -171,14 +178,14 @@ pub fn emit_const_b(
     };
     let gv = x86::backend::import_data(k.b.func, id);
     let bp = k.b.ins().symbol_value(PTR, gv);
-    run(k, s, a, B::Packed(bp), c, bias)
+    run(k, s, a, B::Packed(bp), c, bias, false)
 }
 
 /// The assembled kernels support this epilogue with these arguments.
-fn asm_ok(s: &GemmSpec, bias: Option<Value>) -> bool {
+fn asm_ok(s: &GemmSpec, bias: Option<Value>, small: bool) -> bool {
     // Tiny products (attention with small heads) cost less inline than a
-    // call plus run-time packing of B.
-    let tiny = s.m * s.n * s.k < TINY_GEMM_MACS;
+    // call plus run-time packing of B, unless the caller asks (`small`).
+    let tiny = !small && s.m * s.n * s.k < TINY_GEMM_MACS;
     !(tiny || s.bias.is_some_and(|x| x.strides.col > 1) || (s.bias.is_some() && bias.is_none()))
 }
 
@@ -322,11 +329,19 @@ fn plan_split(s: &GemmSpec, level: Option<x86::Level>) -> Option<Split> {
 }
 
 /// The GEMM, split over the kernel's threads when worth it.
-fn run(k: &mut Kb, s: &GemmSpec, a: Value, b: B, c: Value, bias: Option<Value>) -> bool {
+fn run(
+    k: &mut Kb,
+    s: &GemmSpec,
+    a: Value,
+    b: B,
+    c: Value,
+    bias: Option<Value>,
+    small: bool,
+) -> bool {
     // The whole GEMM decides the code path (assembled or Cranelift) and the
     // pieces of a split all take the same one: the two paths round the
     // epilogue differently, and results must not depend on threads.
-    let asm = asm_ok(s, bias) && k.asm().is_some();
+    let asm = asm_ok(s, bias, small) && k.asm().is_some();
     if k.threads.is_none() {
         return call_one(k, s, a, b, c, bias, asm);
     }

@@ -6,6 +6,7 @@
 //! object with the pre-packed panels; then it emits an ordinary `call`.
 //! Kernels are not generic over the module, hence the trait object.
 
+use super::softmax::SoftmaxKernel;
 use super::{AsmGemm, Level};
 use cranelift_codegen::ir::{self, AbiParam, Signature};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
@@ -18,6 +19,20 @@ pub trait GemmBackend {
     fn gemm(&mut self, spec: &AsmGemm) -> Option<(FuncId, Signature)>;
     /// Read-only, 64-byte aligned data object `key`, made by `make` on first use.
     fn data(&mut self, key: &str, make: &mut dyn FnMut() -> Vec<u8>) -> Option<DataId>;
+    /// Any other assembled function of four pointers `f(p0, p1, p2, p3)`,
+    /// made by `make` for the level on first use of `key`; None if it
+    /// cannot be assembled.
+    fn func(
+        &mut self,
+        key: &str,
+        make: &mut dyn FnMut(Level) -> Result<Vec<u8>, String>,
+    ) -> Option<(FuncId, Signature)>;
+    /// The softmax kernel `kern` (see [`super::softmax`]).
+    fn softmax(&mut self, kern: &SoftmaxKernel) -> Option<(FuncId, Signature)> {
+        self.func(&format!("{kern:?}"), &mut |l| {
+            super::softmax::assemble(kern, l)
+        })
+    }
 }
 
 /// What one model has defined so far (kept across its kernels).
@@ -73,6 +88,30 @@ impl<M: Module> GemmBackend for ModuleBackend<'_, M> {
             let t = super::tiling(spec, level);
             eprintln!("{name}: {spec:?} {t:?} ({} bytes)", bytes.len());
         }
+        self.state.funcs.insert(key, id);
+        Some((id, sig))
+    }
+
+    fn func(
+        &mut self,
+        key: &str,
+        make: &mut dyn FnMut(Level) -> Result<Vec<u8>, String>,
+    ) -> Option<(FuncId, Signature)> {
+        let level = self.level?;
+        let sig = self.signature();
+        let key = format!("{level:?} {key}");
+        if let Some(&id) = self.state.funcs.get(&key) {
+            return Some((id, sig));
+        }
+        let bytes = make(level).ok()?;
+        let name = format!("{}__asm{}", self.prefix, self.state.funcs.len());
+        let id = self
+            .module
+            .declare_function(&name, Linkage::Local, &sig)
+            .ok()?;
+        self.module
+            .define_function_bytes(id, 64, &bytes, &[])
+            .ok()?;
         self.state.funcs.insert(key, id);
         Some((id, sig))
     }
