@@ -234,16 +234,35 @@ fn online_block() {
     for level in levels() {
         for &rows in &[1usize, 3, 32] {
             for &n in &[1usize, 3, 7, 8, 15, 16, 17, 63, 64, 65, 127, 128] {
-                for &dv in &[1usize, 7, 8, 16, 17, 64, 80] {
+                for (&dv, first) in [1usize, 7, 8, 16, 17, 64, 80]
+                    .iter()
+                    .flat_map(|d| [(d, false), (d, true)])
+                {
                     total += 1;
                     let ld = n + (n % 3);
-                    let k = SoftmaxKernel::Online { rows, n, ld, dv };
+                    let k = SoftmaxKernel::Online {
+                        rows,
+                        n,
+                        ld,
+                        dv,
+                        first,
+                    };
                     let f = jit(&assemble(&k, level).unwrap());
                     let mut s: Vec<f32> = (0..rows * ld + 1).map(|_| rng.f()).collect();
                     let mut m: Vec<f32> = (0..rows + 1).map(|_| rng.f()).collect();
                     let mut l: Vec<f32> = (0..rows + 1).map(|_| rng.f().abs()).collect();
                     let mut o: Vec<f32> = (0..rows * dv + 1).map(|_| rng.f()).collect();
                     // Row 0: nothing seen yet; row 1 (if any): all masked.
+                    // First block: no row has seen anything, O = 0.
+                    if first {
+                        for r in 0..rows {
+                            m[r] = f32::NEG_INFINITY;
+                            l[r] = 0.0;
+                        }
+                        for x in &mut o[..rows * dv] {
+                            *x = 0.0;
+                        }
+                    }
                     m[0] = f32::NEG_INFINITY;
                     l[0] = 0.0;
                     if rows > 1 {

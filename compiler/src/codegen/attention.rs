@@ -180,24 +180,28 @@ fn query_block(k: &mut Kb, g: &AttnGeom, h: Head, scratch: Value, i0: Value, row
     super::movement::fill_f32(k, m_vec, rows, f32::NEG_INFINITY);
     super::movement::fill_f32(k, l_vec, rows, 0.0);
     let full = g.lk / bk * bk;
-    let blk = |k: &mut Kb, j0: Value, n: usize| {
+    let blk = |k: &mut Kb, j0: Value, n: usize, first: bool| {
         key_block(
             k,
             g,
             h,
             [s_tile, m_vec, l_vec, c_vec],
-            q,
-            o,
-            i0,
+            [q, o, i0, j0],
             rows,
-            j0,
             n,
+            first,
         )
     };
-    k.for_range(0, full as i64, bk as i64, |k, j0| blk(k, j0, bk));
-    if g.lk > full {
+    // The first block (peeled: its softmax update has no correction), the
+    // other whole blocks, the tail block.
+    let j0 = k.iconst(0);
+    blk(k, j0, bk.min(g.lk), true);
+    k.for_range(bk as i64, full as i64, bk as i64, |k, j0| {
+        blk(k, j0, bk, false)
+    });
+    if g.lk > full && full > 0 {
         let j0 = k.iconst(full as i64);
-        blk(k, j0, g.lk - full);
+        blk(k, j0, g.lk - full, false);
     }
     // O /= l
     k.for_range(0, rows as i64, 1, |k, r| {
@@ -215,20 +219,20 @@ fn query_block(k: &mut Kb, g: &AttnGeom, h: Head, scratch: Value, i0: Value, row
     });
 }
 
-/// Keys j0..j0+n for query rows i0..i0+rows.
+/// Keys j0..j0+n for query rows i0..i0+rows (`at` = [q, o, i0, j0]);
+/// `first`: the block at j0 = 0.
 #[allow(clippy::too_many_arguments)]
 fn key_block(
     k: &mut Kb,
     g: &AttnGeom,
     h: Head,
     sc: [Value; 4],
-    q: Value,
-    o: Value,
-    i0: Value,
+    at: [Value; 4],
     rows: usize,
-    j0: Value,
     n: usize,
+    first: bool,
 ) {
+    let [q, o, i0, j0] = at;
     let [s_tile, m_vec, l_vec, c_vec] = sc;
     let bk = g.bk();
     let r = g.q_batch.len();
@@ -290,6 +294,7 @@ fn key_block(
         n,
         ld: bk,
         dv: g.dv,
+        first,
     };
     if let Some((fid, sig)) = k.asm().and_then(|be| be.softmax(&kern)) {
         let fref = x86::backend::import_function(k.b.func, fid, sig);

@@ -26,12 +26,15 @@ pub enum SoftmaxKernel {
     /// `m' = max(m[r], max S[r,:])`, `ms = (m' == −inf ? 0 : m')`,
     /// `c = exp(m[r] − ms)`, `S[r,:] = exp(S[r,:] − ms)`,
     /// `l[r] = l[r]·c + Σ S[r,:]`, `m[r] = m'`, `O[r, 0..dv] *= c` (row
-    /// stride `dv`).
+    /// stride `dv`). `first`: the first key block, entered with m = −inf,
+    /// l = 0 and O = 0 — neither m nor l is read and O (0·c = 0) is left
+    /// alone, which takes the correction exp off every row.
     Online {
         rows: usize,
         n: usize,
         ld: usize,
         dv: usize,
+        first: bool,
     },
     /// Plain softmax, `f(X, Y, _, _)`: `Y[r,:] = exp(X[r,:] − m)·(1/Σ)`
     /// with `m` the row max, rows contiguous (`n` elements each).
@@ -257,7 +260,13 @@ impl G {
 
     fn kernel(&mut self, kern: &SoftmaxKernel) -> Res {
         match *kern {
-            SoftmaxKernel::Online { rows, n, ld, dv } => self.online(rows, n, ld, dv)?,
+            SoftmaxKernel::Online {
+                rows,
+                n,
+                ld,
+                dv,
+                first,
+            } => self.online(rows, n, ld, dv, first)?,
             SoftmaxKernel::Rows { rows, n } => self.rows(rows, n)?,
             SoftmaxKernel::Exp { n, bounded } => self.exp_array(n, !bounded)?,
         }
@@ -322,7 +331,7 @@ impl G {
         Ok(())
     }
 
-    fn online(&mut self, rows: usize, n: usize, ld: usize, dv: usize) -> Res {
+    fn online(&mut self, rows: usize, n: usize, ld: usize, dv: usize, first: bool) -> Res {
         self.load_consts(false)?;
         let mn = self.tail_mask(n, KN)?;
         if let Some(l) = mn {
@@ -333,6 +342,13 @@ impl G {
         let steps = [off(ld)?, 4, 4, off(dv)?];
         self.row_loop(rows, steps, &mut |g| {
             g.row_max(P0, n)?;
+            if first {
+                // m' = block max, ms = m' or 0 when m' = −inf; l = Σ.
+                g.a.vmovss(dword_ptr(P1), xr(ACC))?;
+                g.keep_where(MSAFE, ACC, ACC, k.ninf, NEQ_UQ)?;
+                g.exp_row(P0, P0, n)?;
+                return g.a.vmovss(dword_ptr(P2), xr(ACC)).map_err(AsmError::from);
+            }
             // m' = max(m, block max); ms = m' or 0 when m' = −inf.
             g.bcast(T4, dword_ptr(P1))?;
             g.vmax(T2, T4, Op::R(ACC))?;
