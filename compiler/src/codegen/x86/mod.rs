@@ -135,6 +135,13 @@ pub struct Tiling {
 /// The tiling [`assemble`] and [`pack_b`] use for `spec` at `level`.
 pub fn tiling(spec: &AsmGemm, level: Level) -> Tiling {
     let (mr, nv) = match level {
+        // One vector of columns (attention's P·V with small heads): rows
+        // are the only accumulator chains; tall tiles of equal height (no
+        // short, latency-bound last tile).
+        Level::Avx512 if spec.n <= 16 && spec.m > 6 => {
+            let tiles = spec.m.div_ceil(28);
+            (spec.m.div_ceil(tiles), 1)
+        }
         // Few rows: wider tiles keep more accumulator chains in flight.
         Level::Avx512 if spec.m <= 6 => (spec.m.max(1), 4),
         Level::Avx512 if spec.m < 14 => (spec.m, 2),
@@ -144,8 +151,11 @@ pub fn tiling(spec: &AsmGemm, level: Level) -> Tiling {
     };
     // Runtime packing pays once the panel is reused by a few row tiles.
     let late_bias = spec.bias.is_some() && spec.alpha != 1.0;
+    // B of one vector per row is read in place (masked): a copy would cost
+    // as much as the reads it saves.
     let pack = !spec.b_packed
         && spec.m > mr
+        && spec.n > level.lanes()
         && (!late_bias || spec.k * nv * level.lanes() * 4 <= MAX_PACK_BYTES);
     // Pre-packed B streams contiguously from L2: no K blocking (it would
     // only add C reloads). The stack pack buffer bounds kc otherwise.
