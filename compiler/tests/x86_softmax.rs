@@ -404,3 +404,44 @@ fn row_softmax() {
     }
     assert!(fails.is_empty(), "{}", fails.join("\n"));
 }
+
+/// Timing of the attention block kernel (ignored; `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn online_block_timing() {
+    for level in levels() {
+        for first in [true, false] {
+            let (rows, n, dv) = (32, 128, 8);
+            let k = SoftmaxKernel::Online {
+                rows,
+                n,
+                ld: n,
+                dv,
+                first,
+            };
+            let f = jit(&assemble(&k, level).unwrap());
+            let mut rng = Rng(1);
+            let s0: Vec<f32> = (0..rows * n).map(|_| rng.f()).collect();
+            let mut s = s0.clone();
+            let mut m = vec![0f32; rows];
+            let mut l = vec![0f32; rows];
+            let mut o = vec![0f32; rows * dv];
+            let reps = 20000;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                s.copy_from_slice(&s0);
+                // SAFETY: buffers sized for the kernel.
+                unsafe {
+                    (f.f)(
+                        s.as_mut_ptr(),
+                        m.as_mut_ptr(),
+                        l.as_mut_ptr(),
+                        o.as_mut_ptr(),
+                    )
+                };
+            }
+            let ns = t.elapsed().as_nanos() as f64 / (reps * rows) as f64;
+            eprintln!("{level:?} first {first}: {ns:.1} ns per row of {n}");
+        }
+    }
+}

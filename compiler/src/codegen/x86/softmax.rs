@@ -307,28 +307,41 @@ impl G {
 
     // -- kernels ------------------------------------------------------------
 
-    /// Row loop: `body` once per row, then the pointer increments (bytes).
+    /// Row loop, software-pipelined: the max of row r+1 (a chain of
+    /// dependent reductions) is emitted between `head` and `tail` of row r,
+    /// so it overlaps row r's exponentials instead of stalling the next row.
+    /// `head` reads the row max from [`G::maxr`]; `next` is the byte offset
+    /// of the next row from P0; `steps` the pointer increments per row.
     fn row_loop(
         &mut self,
         rows: usize,
+        n: usize,
+        next: i32,
         steps: [i32; 4],
-        body: &mut dyn FnMut(&mut G) -> Res,
+        head: &mut dyn FnMut(&mut G) -> Res,
+        tail: &mut dyn FnMut(&mut G) -> Res,
     ) -> Res {
         if rows == 0 {
             return Ok(());
         }
-        let mut l = self.a.create_label();
-        self.a.mov(CNT, rows as u32)?;
-        self.bind(&mut l)?;
-        body(self)?;
-        for (p, s) in [P0, P1, P2, P3].into_iter().zip(steps) {
-            if s != 0 {
-                self.a.add(p, s)?;
+        self.row_max(P0, 0, n)?;
+        if rows > 1 {
+            let mut l = self.a.create_label();
+            self.a.mov(CNT, rows as u32 - 1)?;
+            self.bind(&mut l)?;
+            head(self)?;
+            self.row_max(P0, next, n)?;
+            tail(self)?;
+            for (p, s) in [P0, P1, P2, P3].into_iter().zip(steps) {
+                if s != 0 {
+                    self.a.add(p, s)?;
+                }
             }
+            self.a.dec(CNT)?;
+            self.a.jne(l)?;
         }
-        self.a.dec(CNT)?;
-        self.a.jne(l)?;
-        Ok(())
+        head(self)?;
+        tail(self)
     }
 
     fn online(&mut self, rows: usize, n: usize, ld: usize, dv: usize, first: bool) -> Res {
@@ -340,30 +353,49 @@ impl G {
         let mdv = self.tail_mask(dv, KDV)?;
         let k = self.consts();
         let steps = [off(ld)?, 4, 4, off(dv)?];
-        self.row_loop(rows, steps, &mut |g| {
-            g.row_max(P0, n)?;
-            if first {
-                // m' = block max, ms = m' or 0 when m' = −inf; l = Σ.
-                g.a.vmovss(dword_ptr(P1), xr(ACC))?;
-                g.keep_where(MSAFE, ACC, ACC, k.ninf, NEQ_UQ)?;
+        let mx = self.maxr();
+        if first {
+            // m' = block max, ms = m' or 0 when m' = −inf; l = Σ.
+            return self.row_loop(
+                rows,
+                n,
+                off(ld)?,
+                steps,
+                &mut |g| {
+                    g.a.vmovss(dword_ptr(P1), xr(mx))?;
+                    g.keep_where(MSAFE, mx, mx, k.ninf, NEQ_UQ)
+                },
+                &mut |g| {
+                    g.exp_row(P0, P0, n)?;
+                    Ok(g.a.vmovss(dword_ptr(P2), xr(ACC))?)
+                },
+            );
+        }
+        self.row_loop(
+            rows,
+            n,
+            off(ld)?,
+            steps,
+            &mut |g| {
+                // m' = max(m, block max); ms = m' or 0 when m' = −inf;
+                // c = exp(m − ms).
+                g.bcast(T4, dword_ptr(P1))?;
+                g.vmax(T2, T4, Op::R(mx))?;
+                g.a.vmovss(dword_ptr(P1), xr(T2))?;
+                g.keep_where(MSAFE, T2, T2, k.ninf, NEQ_UQ)?;
+                g.vsub(X, T4, Op::R(MSAFE))?;
+                g.exp(false)?;
+                g.mov(CORR, Op::R(T3))
+            },
+            &mut |g| {
                 g.exp_row(P0, P0, n)?;
-                return g.a.vmovss(dword_ptr(P2), xr(ACC)).map_err(AsmError::from);
-            }
-            // m' = max(m, block max); ms = m' or 0 when m' = −inf.
-            g.bcast(T4, dword_ptr(P1))?;
-            g.vmax(T2, T4, Op::R(ACC))?;
-            g.a.vmovss(dword_ptr(P1), xr(T2))?;
-            g.keep_where(MSAFE, T2, T2, k.ninf, NEQ_UQ)?;
-            g.vsub(X, T4, Op::R(MSAFE))?;
-            g.exp(false)?;
-            g.mov(CORR, Op::R(T3))?;
-            g.exp_row(P0, P0, n)?;
-            // l = l·c + Σ
-            g.a.vmovss(xr(T1), dword_ptr(P2))?;
-            g.fma213(T1, CORR, Op::R(ACC))?;
-            g.a.vmovss(dword_ptr(P2), xr(T1))?;
-            g.scale_row(P3, dv, CORR, mdv, KDV)
-        })
+                // l = l·c + Σ
+                g.a.vmovss(xr(T1), dword_ptr(P2))?;
+                g.fma213(T1, CORR, Op::R(ACC))?;
+                g.a.vmovss(dword_ptr(P2), xr(T1))?;
+                g.scale_row(P3, dv, CORR, mdv, KDV)
+            },
+        )
     }
 
     fn rows(&mut self, rows: usize, n: usize) -> Res {
@@ -374,15 +406,21 @@ impl G {
         }
         let k = self.consts();
         let step = off(n)?;
-        self.row_loop(rows, [step, step, 0, 0], &mut |g| {
-            g.row_max(P0, n)?;
-            g.mov(MSAFE, Op::R(ACC))?;
-            g.exp_row(P0, P1, n)?;
-            // y *= 1/Σ
-            g.mov(CORR, k.one)?;
-            g.vdiv(CORR, CORR, Op::R(ACC))?;
-            g.scale_row(P1, n, CORR, mn, KN)
-        })
+        let mx = self.maxr();
+        self.row_loop(
+            rows,
+            n,
+            step,
+            [step, step, 0, 0],
+            &mut |g| g.mov(MSAFE, Op::R(mx)),
+            &mut |g| {
+                g.exp_row(P0, P1, n)?;
+                // y *= 1/Σ
+                g.mov(CORR, k.one)?;
+                g.vdiv(CORR, CORR, Op::R(ACC))?;
+                g.scale_row(P1, n, CORR, mn, KN)
+            },
+        )
     }
 
     /// `Y[i] = exp(X[i])`, no row structure (tests).
@@ -412,28 +450,47 @@ impl G {
         Ok(())
     }
 
-    /// Number of accumulators for a row of `n`.
+    /// Sum accumulators from ACC for a row of `n`.
     fn naccs(&self, n: usize) -> usize {
-        n.div_ceil(self.lanes()).clamp(1, 4)
+        let most = match self.level {
+            Level::Avx512 => 4,
+            Level::Avx2Fma => 2,
+        };
+        n.div_ceil(self.lanes()).clamp(1, most)
     }
 
-    /// Row max of `n` elements at `base` into every lane of ACC.
-    fn row_max(&mut self, base: AsmRegister64, n: usize) -> Res {
+    /// First max accumulator and how many there are (disjoint from the
+    /// sum accumulators: the next row's max runs beside this row's sums).
+    fn max_accs(&self) -> (usize, usize) {
+        match self.level {
+            Level::Avx512 => (11, 4),
+            Level::Avx2Fma => (7, 2),
+        }
+    }
+
+    /// The register [`G::row_max`] leaves the row max in.
+    fn maxr(&self) -> usize {
+        self.max_accs().0
+    }
+
+    /// Row max of `n` elements at `base + o0` into every lane of `maxr`.
+    fn row_max(&mut self, base: AsmRegister64, o0: i32, n: usize) -> Res {
         let k = self.consts();
         let lanes = self.lanes();
-        let na = self.naccs(n);
+        let (m0, most) = self.max_accs();
+        let na = n.div_ceil(lanes).clamp(1, most);
         for i in 0..na {
-            self.mov(ACC + i, k.ninf)?;
+            self.mov(m0 + i, k.ninf)?;
         }
         let nv = n / lanes;
         for v in 0..nv {
-            let acc = ACC + v % na;
-            let m = self.vmem(base, off(v * lanes)?);
+            let acc = m0 + v % na;
+            let m = self.vmem(base, o0 + off(v * lanes)?);
             self.vmax(acc, acc, Op::M(m))?;
         }
         if !n.is_multiple_of(lanes) {
-            let acc = ACC + nv % na;
-            let o = off(nv * lanes)?;
+            let acc = m0 + nv % na;
+            let o = o0 + off(nv * lanes)?;
             match self.level {
                 Level::Avx512 => {
                     let m = zmmword_ptr(base + o);
@@ -449,9 +506,9 @@ impl G {
             }
         }
         for i in 1..na {
-            self.vmax(ACC, ACC, Op::R(ACC + i))?;
+            self.vmax(m0, m0, Op::R(m0 + i))?;
         }
-        self.hreduce(G::vmax)
+        self.hreduce(m0, G::vmax)
     }
 
     /// `dst[i] = exp(src[i] − MSAFE)` over a row of `n`, the sum into every
@@ -490,7 +547,7 @@ impl G {
         for i in 1..na {
             self.vadd(ACC, ACC, Op::R(ACC + i))?;
         }
-        self.hreduce(G::vadd)
+        self.hreduce(ACC, G::vadd)
     }
 
     /// `p[0..n] *= s` (register `s`); the tail's mask: pool label `mask`
@@ -758,25 +815,25 @@ impl G {
         Ok(())
     }
 
-    /// Reduces ACC across lanes with `op`; every lane ends with the result.
-    fn hreduce(&mut self, op: fn(&mut G, usize, usize, Op) -> Res) -> Res {
+    /// Reduces register `r` across lanes with `op`; every lane ends with the result.
+    fn hreduce(&mut self, r: usize, op: fn(&mut G, usize, usize, Op) -> Res) -> Res {
         match self.level {
             Level::Avx512 => {
                 for imm in [0x4e, 0xb1] {
-                    self.a.vshuff32x4(zr(T1), zr(ACC), zr(ACC), imm)?;
-                    op(self, ACC, ACC, Op::R(T1))?;
+                    self.a.vshuff32x4(zr(T1), zr(r), zr(r), imm)?;
+                    op(self, r, r, Op::R(T1))?;
                 }
                 for imm in [0x4e, 0xb1] {
-                    self.a.vpermilps(zr(T1), zr(ACC), imm)?;
-                    op(self, ACC, ACC, Op::R(T1))?;
+                    self.a.vpermilps(zr(T1), zr(r), imm)?;
+                    op(self, r, r, Op::R(T1))?;
                 }
             }
             Level::Avx2Fma => {
-                self.a.vperm2f128(yr(T1), yr(ACC), yr(ACC), 1)?;
-                op(self, ACC, ACC, Op::R(T1))?;
+                self.a.vperm2f128(yr(T1), yr(r), yr(r), 1)?;
+                op(self, r, r, Op::R(T1))?;
                 for imm in [0x4e, 0xb1] {
-                    self.a.vpermilps(yr(T1), yr(ACC), imm)?;
-                    op(self, ACC, ACC, Op::R(T1))?;
+                    self.a.vpermilps(yr(T1), yr(r), imm)?;
+                    op(self, r, r, Op::R(T1))?;
                 }
             }
         }
