@@ -361,9 +361,12 @@ fn run(
         let nv = |spec: &x86::AsmGemm| level.map(|l| x86::tiling(spec, l).nv);
         let whole = asm_spec(s, packed);
         let mut all = k.asm().and_then(|be| be.gemm(&whole)).is_some();
+        // (Only pre-packed B ties a piece to the whole's panel width: each
+        // element is a k-ordered FMA chain whatever the tiling.)
         for len in [sp.block, sp.tail] {
             let spec = asm_spec(&sp.sub(s, len), packed);
-            all &= nv(&spec) == nv(&whole) && k.asm().and_then(|be| be.gemm(&spec)).is_some();
+            all &= (!packed || nv(&spec) == nv(&whole))
+                && k.asm().and_then(|be| be.gemm(&spec)).is_some();
         }
         if !all {
             return call_one(k, s, a, b, c, bias, asm);

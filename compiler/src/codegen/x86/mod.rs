@@ -138,7 +138,7 @@ pub fn tiling(spec: &AsmGemm, level: Level) -> Tiling {
         // One vector of columns (attention's P·V with small heads): rows
         // are the only accumulator chains; tall tiles of equal height (no
         // short, latency-bound last tile).
-        Level::Avx512 if spec.n <= 16 && spec.m > 6 => {
+        Level::Avx512 if spec.n <= 16 && spec.m > 6 && !spec.b_packed => {
             let tiles = spec.m.div_ceil(28);
             (spec.m.div_ceil(tiles), 1)
         }
