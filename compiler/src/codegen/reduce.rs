@@ -223,7 +223,19 @@ pub fn softmax(k: &mut Kb, v: Orc, log: bool, x: Value, y: Value) {
         let (x, y) = (p[0], p[1]);
         let xo = k.index(x, o, (4 * v.r * v.inner) as i64);
         let yo = k.index(y, o, (4 * v.r * v.inner) as i64);
-        if v.inner == 1 {
+        // Rows of the last axis: the assembled (zmm/ymm) row kernel where
+        // the target has one.
+        let kern = super::x86::softmax::SoftmaxKernel::Rows { rows: 1, n: v.r };
+        let asm = if v.inner == 1 && !log && v.r > 0 {
+            k.asm().and_then(|be| be.softmax(&kern))
+        } else {
+            None
+        };
+        if let Some((fid, sig)) = asm {
+            let fref = super::x86::backend::import_function(k.b.func, fid, sig);
+            let z = k.iconst(0);
+            k.b.ins().call(fref, &[xo, yo, z, z]);
+        } else if v.inner == 1 {
             let m = fold_row(k, xo, v.r, f32::NEG_INFINITY, &id, max);
             let mv = k.splat(m);
             // y = exp(x − m), s = Σ y
