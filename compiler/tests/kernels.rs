@@ -2151,6 +2151,64 @@ fn attention() {
     ck.finish();
 }
 
+/// Odd sizes around the block edges (MQ = 32 query rows, BK = 128 keys,
+/// 16/8-lane vectors): every Lq × Lk pair, head sizes cycling through
+/// 1, 8, 64, 80, with mask, causal and softcap variants in turn.
+#[test]
+fn attention_odd_sizes() {
+    let mut ck = Checker::new("attention odd sizes");
+    let mut rng = Rng::new(23);
+    let sizes = [1usize, 3, 17, 63, 65, 129, 300];
+    let ds = [1usize, 8, 64, 80];
+    let mut case = 0;
+    for &lq in &sizes {
+        for &lk in &sizes {
+            let d = ds[case % ds.len()];
+            let dv = ds[(case / 2) % ds.len()];
+            let variant = case % 4;
+            case += 1;
+            let (mask, causal, softcap) = match variant {
+                0 => (false, false, 0.0),
+                1 => (true, false, 0.0),
+                2 => (false, true, 0.0),
+                _ => (true, false, 20.0),
+            };
+            let heads = 2;
+            let mut ts = vec![
+                randn(&mut rng, &[heads, lq, d]),
+                randn(&mut rng, &[heads, d, lk]),
+                randn(&mut rng, &[heads, lk, dv]),
+            ];
+            if mask {
+                // A padding-style mask: some keys hidden (−inf) for all rows.
+                let mut m = randn(&mut rng, &[1, 1, lk]);
+                if let TensorData::F32(v) = &mut m.data {
+                    for (j, x) in v.iter_mut().enumerate() {
+                        if j % 5 == 3 && j + 1 < lk {
+                            *x = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+                ts.push(m);
+            }
+            let op = Op::Attention {
+                scale: (1.0 / (d as f32).sqrt()).into(),
+                causal,
+                softcap: softcap.into(),
+            };
+            ck.op(
+                &format!(
+                    "attention lq {lq} lk {lk} d {d} dv {dv} mask {mask} causal {causal} softcap {softcap}"
+                ),
+                op,
+                args_with_consts(ts, &[]),
+                softmax_tol(lk),
+            );
+        }
+    }
+    ck.finish();
+}
+
 #[test]
 fn conv_algorithms() {
     use nnc_compiler::ir::ConvAlgo;

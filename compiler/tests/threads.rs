@@ -621,11 +621,17 @@ fn kernels_split_over_threads_bit_identically() {
     );
 
     // Attention: (head, query block) items with their own scratch slots.
-    for (lq, lk, causal, mask) in [(128, 96, false, true), (100, 112, true, false)] {
+    // Small heads and several key blocks (first/later/tail block kernels).
+    for (lq, lk, d, causal, mask) in [
+        (128, 96, 32, false, true),
+        (100, 112, 32, true, false),
+        (300, 300, 8, false, true),
+        (129, 257, 8, true, false),
+    ] {
         let mut args = vec![
-            Arg::In(rng.tensor(&[1, 4, lq, 32])),
-            Arg::In(rng.tensor(&[1, 2, 32, lk])),
-            Arg::In(rng.tensor(&[1, 2, lk, 32])),
+            Arg::In(rng.tensor(&[1, 4, lq, d])),
+            Arg::In(rng.tensor(&[1, 2, d, lk])),
+            Arg::In(rng.tensor(&[1, 2, lk, d])),
         ];
         if mask {
             args.push(Arg::In(rng.tensor(&[1, 1, 1, lk])));
@@ -638,7 +644,7 @@ fn kernels_split_over_threads_bit_identically() {
         check(
             &pools,
             f,
-            &format!("attention lq {lq} causal {causal} mask {mask}"),
+            &format!("attention lq {lq} lk {lk} d {d} causal {causal} mask {mask}"),
             op,
             args,
             96,

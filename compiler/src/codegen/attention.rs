@@ -276,9 +276,11 @@ fn key_block(
                     s = k.add(s, mv);
                 }
                 if g.causal {
-                    // key j is visible to query i when j <= i + (Lk − Lq)
+                    // key j is visible to query i when j <= i + max(Lk − Lq, 0)
+                    // (bottom-right aligned; top-left when Lq > Lk, as the
+                    // reference evaluator)
                     let j = k.b.ins().iadd(j0, jj);
-                    let lim = k.b.ins().iadd_imm_s(i, g.lk as i64 - g.lq as i64);
+                    let lim = k.b.ins().iadd_imm_s(i, g.lk.saturating_sub(g.lq) as i64);
                     let hidden = k.b.ins().icmp(IntCC::SignedGreaterThan, j, lim);
                     let ninf = k.fconst(f32::NEG_INFINITY);
                     s = k.b.ins().select(hidden, ninf, s);
