@@ -11,9 +11,9 @@ use super::math;
 use super::parallel;
 use super::x86;
 use crate::ir::UnaryOp;
-use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::F32;
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
 /// Query rows per block and keys per block.
 pub const MQ: usize = 32;
@@ -250,7 +250,10 @@ fn key_block(
     };
     let ktb = k.index(h.kt, j0, 4);
     gemm::emit_small(k, &spec, q, ktb, s_tile, None);
-    // Per row: softcap, mask, causal.
+    // Per row: softcap and mask (f32x4 where the mask row is contiguous or
+    // one value), then causal: the hidden keys of row i are the suffix
+    // j > i + max(Lk − Lq, 0) (bottom-right aligned; top-left when Lq > Lk,
+    // as the reference evaluator), overwritten with −inf.
     if g.softcap > 0.0 || h.mask.is_some() || g.causal {
         k.for_range(0, rows as i64, 1, |k, rr| {
             let srow = k.index(s_tile, rr, (4 * bk) as i64);
@@ -262,31 +265,52 @@ fn key_block(
                 }
                 _ => None,
             };
-            k.for_range(0, n as i64, 1, |k, jj| {
-                let mut s = k.load_at(F32, srow, jj);
-                if g.softcap > 0.0 {
-                    let c = k.fconst(g.softcap);
-                    let t = k.div(s, c);
-                    let t = math::unary(k, UnaryOp::Tanh, t);
-                    s = k.mul(t, c);
+            if g.softcap > 0.0 || mrow.is_some() {
+                let vec_ok = mrow.is_none_or(|(_, st)| st <= 1);
+                let elem = |k: &mut Kb, jj: Value, ty: Type| {
+                    let mut s = k.load_at(ty, srow, jj);
+                    if g.softcap > 0.0 {
+                        let c = k.cst(ty, g.softcap);
+                        let t = k.div(s, c);
+                        let t = math::unary(k, UnaryOp::Tanh, t);
+                        s = k.mul(t, c);
+                    }
+                    if let Some((mp, mstride)) = mrow {
+                        let mv = if mstride == 0 {
+                            let x = k.load(F32, mp, 0);
+                            if ty == VF {
+                                k.splat(x)
+                            } else {
+                                x
+                            }
+                        } else {
+                            let p = k.index(mp, jj, 4 * mstride as i64);
+                            k.load(ty, p, 0)
+                        };
+                        s = k.add(s, mv);
+                    }
+                    k.store_at(s, srow, jj);
+                };
+                if vec_ok {
+                    k.for_lanes(n, elem);
+                } else {
+                    k.for_range(0, n as i64, 1, |k, jj| elem(k, jj, F32));
                 }
-                if let Some((mp, mstride)) = mrow {
-                    let p = k.index(mp, jj, 4 * mstride as i64);
-                    let mv = k.load(F32, p, 0);
-                    s = k.add(s, mv);
-                }
-                if g.causal {
-                    // key j is visible to query i when j <= i + max(Lk − Lq, 0)
-                    // (bottom-right aligned; top-left when Lq > Lk, as the
-                    // reference evaluator)
-                    let j = k.b.ins().iadd(j0, jj);
-                    let lim = k.b.ins().iadd_imm_s(i, g.lk.saturating_sub(g.lq) as i64);
-                    let hidden = k.b.ins().icmp(IntCC::SignedGreaterThan, j, lim);
+            }
+            if g.causal {
+                // First hidden key of the block: clamp(i + off + 1 − j0, 0, n).
+                let off = g.lk.saturating_sub(g.lq) as i64;
+                let v = k.b.ins().iadd_imm_s(i, off + 1);
+                let v = k.b.ins().isub(v, j0);
+                let zero = k.iconst(0);
+                let nn = k.iconst(n as i64);
+                let v = k.b.ins().smax(v, zero);
+                let v = k.b.ins().smin(v, nn);
+                k.for_dyn(v, nn, 1, |k, jj| {
                     let ninf = k.fconst(f32::NEG_INFINITY);
-                    s = k.b.ins().select(hidden, ninf, s);
-                }
-                k.store_at(s, srow, jj);
-            });
+                    k.store_at(ninf, srow, jj);
+                });
+            }
         });
     }
     // The online softmax update: assembled (zmm/ymm) where the target has
