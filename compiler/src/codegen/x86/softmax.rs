@@ -110,6 +110,8 @@ struct Consts {
     inf: Op,
     /// i32 127 in every lane (AVX2 exponent bias).
     bias: Op,
+    /// 1.5·2^23, the rounding constant.
+    magic: Op,
 }
 
 /// Work registers: exp input X, temps T1..T4 (result in T3), up to four
@@ -242,6 +244,7 @@ impl G {
         let ninf = self.konst(f(f32::NEG_INFINITY), reg(avx512))?;
         let hi = self.konst(f(HI), reg(full))?;
         let inf = self.konst(f(f32::INFINITY), reg(full && avx512))?;
+        let magic = self.konst(f(12_582_912.0), reg(true))?;
         let bias = self.konst(127, None)?;
         self.k = Some(Consts {
             lo: lo_r,
@@ -254,6 +257,7 @@ impl G {
             ninf,
             inf,
             bias,
+            magic,
         });
         Ok(())
     }
@@ -593,7 +597,11 @@ impl G {
             self.vmin(T1, hi, Op::R(T1))?;
         }
         self.vmul(T2, T1, k.log2e)?;
-        self.round(T2, T2)?;
+        // Round to nearest even by adding and subtracting 1.5·2^23 (|t| ≤
+        // 128): exactly `nearest`, on either FP port (vrndscaleps is two
+        // port-0 uops).
+        self.vadd(T2, T2, k.magic)?;
+        self.vsub(T2, T2, k.magic)?;
         self.fma231(T1, T2, k.ln2_hi)?;
         self.fma231(T1, T2, k.ln2_lo)?;
         // Horner from the top: p = c5·r + c4, then p = p·r + c_i.
@@ -774,15 +782,6 @@ impl G {
         match self.level {
             Level::Avx512 => self.a.vpxord(zr(d), zr(d), zr(d))?,
             Level::Avx2Fma => self.a.vxorps(yr(d), yr(d), yr(d))?,
-        }
-        Ok(())
-    }
-
-    /// Round to nearest even.
-    fn round(&mut self, d: usize, s: usize) -> Res {
-        match self.level {
-            Level::Avx512 => self.a.vrndscaleps(zr(d), zr(s), 8)?,
-            Level::Avx2Fma => self.a.vroundps(yr(d), yr(s), 8)?,
         }
         Ok(())
     }
