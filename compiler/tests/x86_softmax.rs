@@ -443,5 +443,25 @@ fn online_block_timing() {
             let ns = t.elapsed().as_nanos() as f64 / (reps * rows) as f64;
             eprintln!("{level:?} first {first}: {ns:.1} ns per row of {n}");
         }
+        // The bare exp over the same number of elements.
+        let n = 32 * 128;
+        let f = jit(&assemble(&SoftmaxKernel::Exp { n, bounded: true }, level).unwrap());
+        let mut x: Vec<f32> = (0..n).map(|i| -((i % 97) as f32) / 7.0).collect();
+        let mut y = vec![0f32; n];
+        let reps = 20000;
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            // SAFETY: n elements each.
+            unsafe {
+                (f.f)(
+                    x.as_mut_ptr(),
+                    y.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+        let ns = t.elapsed().as_nanos() as f64 / (reps * 32) as f64;
+        eprintln!("{level:?} bare exp: {ns:.1} ns per 128 elements");
     }
 }
