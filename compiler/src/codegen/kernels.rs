@@ -14,7 +14,8 @@ use super::reduce::{self, Affine, Orc};
 use super::typed;
 use crate::ir::ConvAlgo;
 use crate::ir::{
-    BinaryOp, DType, Graph, Op, PadMode, PoolKind, TensorType, UnaryOp, ValueId, ValueKind,
+    BinaryOp, DType, FusedExpr, Graph, Op, PadMode, PoolKind, TensorType, UnaryOp, ValueId,
+    ValueKind,
 };
 use cranelift_codegen::ir::types::I32;
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -132,6 +133,7 @@ pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
         Op::Gather { .. } | Op::Expand { .. } | Op::Tile { .. } => Ok(()),
         Op::GatherElements { .. } => Ok(()),
         Op::Attention { .. } => need_f32("attention"),
+        Op::Fused { .. } => need_f32("fused"),
     }
 }
 
@@ -279,6 +281,7 @@ pub fn emit(
             beta,
             trans_a,
             trans_b,
+            relu,
         } => {
             let (sa, sb) = (&args[0].shape, &args[1].shape);
             let (m, kk) = if *trans_a {
@@ -287,7 +290,7 @@ pub fn emit(
                 (sa[0], sa[1])
             };
             let n = y.shape[1];
-            let bias = args.get(2).map(|c| {
+            let mut bias = args.get(2).map(|c| {
                 let bs = broadcast_strides(&c.shape, &[m, n]);
                 Bias {
                     strides: Strides {
@@ -297,6 +300,25 @@ pub fn emit(
                     beta: beta.get(),
                 }
             });
+            // C and a residual R: the kernel takes one addend, so first
+            // out = beta·C + R in one elementwise pass, then out += A·B
+            // (the emitter allows bias == C).
+            let mut bias_arg = a.get(2).copied();
+            if args.len() == 4 {
+                let l = Layout::new(&y.shape, &[args[2].shape.clone(), args[3].shape.clone()]);
+                let c = if beta.get() == 1.0 {
+                    Expr::Input(0)
+                } else {
+                    Expr::binary(BinaryOp::Mul, Expr::Input(0), Expr::Const(beta.get()))
+                };
+                let e = Expr::binary(BinaryOp::Add, c, Expr::Input(1));
+                elementwise::emit(k, &e, &l, &a[2..4], out);
+                bias = Some(Bias {
+                    strides: Strides { row: n, col: 1 },
+                    beta: 1.0,
+                });
+                bias_arg = Some(out);
+            }
             let spec = GemmSpec {
                 m,
                 n,
@@ -309,14 +331,14 @@ pub fn emit(
                 b_row: n,
                 c_row: n,
                 alpha: alpha.get(),
-                bias: if beta.get() == 0.0 { None } else { bias },
-                relu: false,
+                bias: if beta.get() == 0.0 && args.len() < 4 {
+                    None
+                } else {
+                    bias
+                },
+                relu: *relu,
             };
-            let bias_ptr = if spec.bias.is_some() {
-                a.get(2).copied()
-            } else {
-                None
-            };
+            let bias_ptr = if spec.bias.is_some() { bias_arg } else { None };
             // Constant B: the assembled kernel reads it pre-packed (the
             // transpose happens at compile time).
             let done = const_b(g, id, *trans_b)
@@ -499,6 +521,11 @@ pub fn emit(
             );
             return k.get(status);
         }
+        Op::Fused { expr } => {
+            let shapes: Vec<Vec<usize>> = args.iter().map(|t| t.shape.clone()).collect();
+            let l = Layout::new(&y.shape, &shapes);
+            elementwise::emit(k, &fused_expr(expr), &l, a, out);
+        }
         Op::Attention { .. } => {
             let geom = attn_geom(op, &args, y);
             let s = scratch.expect("planner allocates the score block");
@@ -548,6 +575,16 @@ fn attn_geom(op: &Op, args: &[&TensorType], y: &TensorType) -> AttnGeom {
         causal: *causal,
         softcap: softcap.get(),
         mask_strides,
+    }
+}
+
+/// The IR's fused program as the elementwise emitter's expression.
+fn fused_expr(e: &FusedExpr) -> Expr {
+    match e {
+        FusedExpr::Input(i) => Expr::Input(*i),
+        FusedExpr::Const(c) => Expr::Const(c.get()),
+        FusedExpr::Unary(u, a) => Expr::unary(*u, fused_expr(a)),
+        FusedExpr::Binary(b, x, y) => Expr::binary(*b, fused_expr(x), fused_expr(y)),
     }
 }
 

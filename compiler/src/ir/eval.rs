@@ -130,14 +130,30 @@ fn eval_data(op: &Op, args: &[&Tensor], out: &[usize]) -> Result<TensorData, Str
             beta,
             trans_a,
             trans_b,
-        } => gemm(
-            args,
-            alpha.get() as f64,
-            beta.get() as f64,
-            *trans_a,
-            *trans_b,
-            out,
-        )?,
+            relu,
+        } => {
+            let y = gemm(
+                &args[..args.len().min(3)],
+                alpha.get() as f64,
+                beta.get() as f64,
+                *trans_a,
+                *trans_b,
+                out,
+            )?;
+            // Epilogues: + residual, then relu (the order the kernel applies them).
+            let mut t = Tensor {
+                shape: out.to_vec(),
+                data: y,
+            };
+            if let Some(r) = args.get(3) {
+                t = eval_op(&Op::Binary(BinaryOp::Add), &[&t, r])?;
+            }
+            if *relu {
+                t = eval_op(&Op::Unary(UnaryOp::Relu), &[&t])?;
+            }
+            t.data
+        }
+        Op::Fused { expr } => expr.eval(args, out)?.data,
         Op::Conv { window, group }
         | Op::ConvImpl {
             window,
@@ -1618,6 +1634,7 @@ mod tests {
             beta: 0.5.into(),
             trans_a: true,
             trans_b: false,
+            relu: false,
         };
         let g = ev(
             op,

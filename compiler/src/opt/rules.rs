@@ -33,12 +33,23 @@ impl Applier<Nnc, super::lang::Tables> for FnApplier {
                 .filter_map(|v| subst.get(*v))
                 .map(|&i| eg.find(i)),
         );
-        if !eg.analysis.applied.insert((rule.as_str().to_string(), key)) {
+        let key = (rule.as_str().to_string(), key);
+        if eg.analysis.applied.contains(&key) {
             return vec![];
         }
+        // A match that does not apply yet (its operand class gains the node
+        // the rule needs in a later iteration, e.g. a conv folded from a
+        // BatchNorm only then gets its algorithms) is tried again.
         match (self.f)(eg, eclass, subst) {
-            Some(new) if eg.union(eclass, new) => vec![eclass],
-            _ => vec![],
+            Some(new) => {
+                eg.analysis.applied.insert(key);
+                if eg.union(eclass, new) {
+                    vec![eclass]
+                } else {
+                    vec![]
+                }
+            }
+            None => vec![],
         }
     }
 }
@@ -326,6 +337,7 @@ fn matmul_bias(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
             beta: 1.0.into(),
             trans_a: false,
             trans_b: false,
+            relu: false,
         },
         &[x2, w, bc],
     );
@@ -617,7 +629,16 @@ pub fn rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
         rule("add-zero", "(add ?o ?x ?k)", drop_identity),
         rule("div-one", "(div ?o ?x ?k)", drop_identity),
         rule("sub-zero", "(sub ?o ?x ?k)", drop_identity),
+        // GEMM epilogues: residual add and relu (also behind the reshapes
+        // matmul-bias leaves around a batched matmul)
+        rule("gemm-residual", "(add ?ad ?gm ?r)", gemm_residual),
+        rule("gemm-residual-reshape", "(add ?ad (reshape ?rs ?gm) ?r)", gemm_residual),
+        rule("gemm-relu", "(relu ?u ?gm)", gemm_relu),
+        rule("gemm-relu-reshape", "(relu ?u (reshape ?rs ?gm))", gemm_relu),
     ]
+    .into_iter()
+    .chain(transpose_rules())
+    .collect()
 }
 
 /// Finds a conv node (with or without bias) in class ?cv and delegates.
@@ -662,7 +683,9 @@ fn conv_add_any(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     with_conv(eg, c, s, conv_add)
 }
 
-/// Tries conv_relu on every unfused conv_impl node of class ?cv.
+/// Applies conv_relu to every unfused conv_impl node of class ?cv, so each
+/// algorithm keeps a fused variant (fusing only the first one left the
+/// cost model choosing between a fused algorithm and a better unfused one).
 fn conv_relu_any(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     let cv = v(s, "?cv");
     let attrs: Vec<Id> = eg[cv]
@@ -673,12 +696,249 @@ fn conv_relu_any(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
             _ => None,
         })
         .collect();
+    let mut first = None;
     for a in attrs {
         let mut s2 = s.clone();
         s2.insert("?c".parse().unwrap(), a);
         if let Some(r) = conv_relu(eg, c, &s2) {
-            return Some(r);
+            match first {
+                None => first = Some(r),
+                Some(f) => {
+                    eg.union(f, r);
+                }
+            }
         }
     }
-    None
+    first
+}
+
+/// The gemm nodes of class `gm` without a relu epilogue: (op, args).
+fn gemms(eg: &EG, gm: Id) -> Vec<(Op, Vec<Id>)> {
+    let mut out: Vec<(Op, Vec<Id>)> = eg[gm]
+        .nodes
+        .iter()
+        .filter_map(|n| match n {
+            Nnc::Op("gemm", ch) => match attr_of(eg, ch[0]) {
+                Some(o @ Op::Gemm { relu: false, .. }) => Some((o.clone(), ch[1..].to_vec())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    out.sort_by_key(|(_, a)| a.clone());
+    out
+}
+
+fn with_relu(o: &Op) -> Op {
+    match o {
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+            ..
+        } => Op::Gemm {
+            alpha: *alpha,
+            beta: *beta,
+            trans_a: *trans_a,
+            trans_b: *trans_b,
+            relu: true,
+        },
+        o => o.clone(),
+    }
+}
+
+/// Wraps `new` (a [M, N] gemm) back into the shape of class `c` when the
+/// match went through a reshape.
+fn reshaped(eg: &mut EG, c: Id, new: Id, through_reshape: bool) -> Option<Id> {
+    let new = if through_reshape {
+        let shape = ty(eg, c)?.shape;
+        add_op(eg, &Op::Reshape { shape }, &[new])
+    } else {
+        new
+    };
+    same_type(eg, c, new).then_some(new)
+}
+
+/// relu(gemm(a, b[, c[, r]])) → gemm(a, b[, c[, r]]; relu): the clamp runs in the epilogue.
+fn gemm_relu(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let through = s.get("?rs".parse().ok()?).is_some();
+    let (o, args) = gemms(eg, v(s, "?gm")).into_iter().next()?;
+    let new = add_op(eg, &with_relu(&o), &args);
+    reshaped(eg, c, new, through)
+}
+
+/// gemm(a, b) + r → gemm(a, b, r; beta = 1), and gemm(a, b, c) + r →
+/// gemm(a, b, c, r): the residual is added in the epilogue instead of a
+/// separate pass over the result. Through a reshape, r is reshaped to [M, N].
+fn gemm_residual(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let through = s.get("?rs".parse().ok()?).is_some();
+    let mut r = v(s, "?r");
+    let rt = ty(eg, r)?;
+    let out = ty(eg, c)?;
+    if rt.dtype != crate::ir::DType::F32 {
+        return None;
+    }
+    let (o, mut args) = gemms(eg, v(s, "?gm"))
+        .into_iter()
+        .find(|(_, a)| a.len() < 4)?;
+    let gt = ty(eg, v(s, "?gm"))?;
+    if through {
+        // Only a full residual can be reshaped to the GEMM's [M, N].
+        if rt.shape != out.shape {
+            return None;
+        }
+        r = add_op(
+            eg,
+            &Op::Reshape {
+                shape: gt.shape.clone(),
+            },
+            &[r],
+        );
+    }
+    let o = match (o, args.len()) {
+        (
+            Op::Gemm {
+                alpha,
+                trans_a,
+                trans_b,
+                ..
+            },
+            2,
+        ) => Op::Gemm {
+            alpha,
+            beta: 1.0.into(),
+            trans_a,
+            trans_b,
+            relu: false,
+        },
+        (o, _) => o,
+    };
+    args.push(r);
+    let new = add_op(eg, &o, &args);
+    reshaped(eg, c, new, through)
+}
+
+fn transpose_perm(eg: &EG, s: &Subst, var: &str) -> Option<Vec<usize>> {
+    match op(eg, s, var)? {
+        Op::Transpose { perm } => Some(perm),
+        _ => None,
+    }
+}
+
+/// u(transpose(x, p)) → transpose(u(x), p) for elementwise u, so transposes
+/// meet (and cancel or merge) across elementwise chains.
+fn transpose_unary(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let perm = transpose_perm(eg, s, "?t")?;
+    let u = op(eg, s, "?u")?;
+    let inner = add_op(eg, &u, &[v(s, "?x")]);
+    let new = add_op(eg, &Op::Transpose { perm }, &[inner]);
+    same_type(eg, c, new).then_some(new)
+}
+
+/// transpose(x, p) ∘ transpose(y, p) → transpose(x ∘ y, p) for elementwise ∘.
+fn transpose_binary(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let p = transpose_perm(eg, s, "?t1")?;
+    if transpose_perm(eg, s, "?t2")? != p {
+        return None;
+    }
+    let b = op(eg, s, "?o")?;
+    let inner = add_op(eg, &b, &[v(s, "?x"), v(s, "?y")]);
+    let new = add_op(eg, &Op::Transpose { perm: p }, &[inner]);
+    same_type(eg, c, new).then_some(new)
+}
+
+/// transpose(x, p) ∘ k → transpose(x ∘ transpose(k, p⁻¹), p) for constant k
+/// (k is first padded to full rank; the inverse transpose folds at compile time).
+fn transpose_const(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let p = transpose_perm(eg, s, "?t")?;
+    let k = value(eg, v(s, "?k"))?;
+    if k.shape.len() > p.len() {
+        return None;
+    }
+    let mut full = vec![1; p.len() - k.shape.len()];
+    full.extend(&k.shape);
+    let mut inv = vec![0; p.len()];
+    for (i, &d) in p.iter().enumerate() {
+        inv[d] = i;
+    }
+    let kr = eval::eval_op(&Op::Reshape { shape: full }, &[&k]).ok()?;
+    let kt = eval::eval_op(&Op::Transpose { perm: inv }, &[&kr]).ok()?;
+    let kt = add_const(eg, kt);
+    let b = op(eg, s, "?o")?;
+    let args = if s.get("?kfirst".parse().ok()?).is_some() {
+        [kt, v(s, "?x")]
+    } else {
+        [v(s, "?x"), kt]
+    };
+    let inner = add_op(eg, &b, &args);
+    let new = add_op(eg, &Op::Transpose { perm: p }, &[inner]);
+    same_type(eg, c, new).then_some(new)
+}
+
+/// Elementwise ops transposes move through (f32 or type-preserving).
+const TRANSPOSE_UNARY: &[&str] = &[
+    "relu",
+    "sigmoid",
+    "tanh",
+    "exp",
+    "log",
+    "sqrt",
+    "erf",
+    "neg",
+    "abs",
+    "reciprocal",
+    "floor",
+    "ceil",
+    "gelu",
+    "silu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "hard_sigmoid",
+    "hard_swish",
+    "clip",
+    "round",
+    "sign",
+    "cast",
+];
+const TRANSPOSE_BINARY: &[&str] = &["add", "sub", "mul", "div", "pow", "max", "min"];
+
+/// The transpose-pushing rules, one per elementwise op (patterns match op names).
+fn transpose_rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
+    let mut r = Vec::new();
+    for u in TRANSPOSE_UNARY {
+        r.push(rule(
+            &format!("transpose-through-{u}"),
+            &format!("({u} ?u (transpose ?t ?x))"),
+            transpose_unary,
+        ));
+    }
+    for b in TRANSPOSE_BINARY {
+        r.push(rule(
+            &format!("transpose-through-{b}"),
+            &format!("({b} ?o (transpose ?t1 ?x) (transpose ?t2 ?y))"),
+            transpose_binary,
+        ));
+        r.push(rule(
+            &format!("transpose-through-{b}-const"),
+            &format!("({b} ?o (transpose ?t ?x) ?k)"),
+            transpose_const,
+        ));
+        if !matches!(*b, "add" | "mul") {
+            r.push(rule(
+                &format!("transpose-through-const-{b}"),
+                &format!("({b} ?o ?kfirst (transpose ?t ?x))"),
+                transpose_const_first,
+            ));
+        }
+    }
+    r
+}
+
+/// transpose_const with the constant as the left operand (for sub, div, …).
+fn transpose_const_first(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let mut s2 = s.clone();
+    s2.insert("?k".parse().unwrap(), v(s, "?kfirst"));
+    transpose_const(eg, c, &s2)
 }
