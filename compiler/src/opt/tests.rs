@@ -442,7 +442,7 @@ fn gemm_residual_epilogue() {
     g.add_output("y", y);
     let o = optimized(&g);
     check(g, &["gemm"]);
-    assert_eq!(attrs_of(&o, "gemm")[0].split(' ').last(), Some("args=4"));
+    assert_eq!(attrs_of(&o, "gemm")[0].split(' ').next_back(), Some("args=4"));
 }
 
 #[test]
