@@ -13,8 +13,9 @@ fn data(n: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Optimizes, checks that `want` ops appear, runs the JIT and compares.
-fn run(g: Graph, want: &[&str]) {
+/// Optimizes, checks that `want` ops appear, runs the JIT and compares;
+/// returns the optimized graph's text.
+fn run(g: Graph, want: &[&str]) -> String {
     let (og, _) = opt::optimize(&g, &Machine::x86_64_sse(), &Limits::default());
     let text = nnc_compiler::ir::text::print(&og);
     for w in want {
@@ -44,6 +45,7 @@ fn run(g: Graph, want: &[&str]) {
             );
         }
     }
+    text
 }
 
 fn f32t(s: &[usize]) -> TensorType {
@@ -86,7 +88,8 @@ fn gemm_bias_residual_relu_runs() {
             let s = g.add_op("s", Op::Binary(BinaryOp::Add), &[y, r]).unwrap();
             let o = g.add_op("o", Op::Unary(UnaryOp::Relu), &[s]).unwrap();
             g.add_output("o", o);
-            run(g, &["gemm(", "relu=true"]);
+            let t = run(g, &["gemm(", "relu=true"]);
+            assert!(!t.contains("= add(") && !t.contains("fused("), "{t}");
         }
     }
 }
@@ -101,7 +104,8 @@ fn gemm_broadcast_residual_runs() {
     let y = g.add_op("y", gemm(false, 0.0), &[x, w]).unwrap();
     let s = g.add_op("s", Op::Binary(BinaryOp::Add), &[r, y]).unwrap();
     g.add_output("s", s);
-    run(g, &["gemm("]);
+    let t = run(g, &["gemm("]);
+    assert!(!t.contains("= add("), "{t}");
 }
 
 #[test]
@@ -123,5 +127,54 @@ fn fused_chains_run() {
     let e = g.add_op("e", Op::Unary(UnaryOp::Exp), &[d]).unwrap();
     g.add_output("d", d);
     g.add_output("e", e);
-    run(g, &["fused("]);
+    let _ = run(g, &["fused("]);
+}
+
+#[test]
+fn conv_residual_relu_runs() {
+    // relu(conv(x, w, b) + r) for im2col (whole and chunked), pointwise and grouped convs
+    use nnc_compiler::ir::Window;
+    for (k, pad, group, chunked) in [
+        (3, 1, 1, false),
+        (3, 1, 1, true),
+        (1, 0, 1, false),
+        (3, 1, 2, false),
+    ] {
+        let (n, c, h, m) = (2, 4, 8, 6);
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", f32t(&[n, c, h, h]));
+        let r = g.add_input("r", f32t(&[n, m, h, h]));
+        let w = konst(&mut g, &[m, c / group, k, k], 4);
+        let b = konst(&mut g, &[m], 5);
+        let win = Window {
+            kernel: vec![k, k],
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![pad; 4],
+            ceil_mode: false,
+        };
+        let y = g
+            .add_op(
+                "y",
+                Op::ConvImpl {
+                    window: win,
+                    group,
+                    algo: if k == 1 {
+                        nnc_compiler::ir::ConvAlgo::Pointwise
+                    } else {
+                        nnc_compiler::ir::ConvAlgo::Im2col {
+                            chunk_rows: if chunked { 2 } else { h },
+                        }
+                    },
+                    relu: false,
+                },
+                &[x, w, b],
+            )
+            .unwrap();
+        let s = g.add_op("s", Op::Binary(BinaryOp::Add), &[r, y]).unwrap();
+        let o = g.add_op("o", Op::Unary(UnaryOp::Relu), &[s]).unwrap();
+        g.add_output("o", o);
+        let t = run(g, &["relu=true"]);
+        assert!(!t.contains("= add(") && !t.contains("fused("), "{t}");
+    }
 }

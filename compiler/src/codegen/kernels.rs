@@ -86,6 +86,10 @@ pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
         } if !(args[0].shape[1] == *group && args[1].shape[0] == *group) => {
             Err("depthwise algorithm on a conv that is not depthwise".into())
         }
+        Op::ConvImpl {
+            algo: ConvAlgo::Depthwise,
+            ..
+        } if args.len() == 4 => Err("depthwise conv with a fused residual".into()),
         Op::Conv { window, .. } | Op::ConvImpl { window, .. } | Op::Pool { window, .. } => {
             need_f32(op.name())?;
             if window.spatial_rank() > 2 {
@@ -173,6 +177,7 @@ fn conv_geom(
         pad: sp(&window.pads[..window.spatial_rank()], 0),
         group,
         chunk_rows: usize::MAX, // whole output: one im2col block
+        accumulate: false,
     }
 }
 
@@ -493,17 +498,25 @@ pub fn emit(
             relu,
         } => {
             let mut geom = conv_geom(window, *group, args[0], args[1], y);
+            // A fused residual: out = r + bias first (one elementwise pass),
+            // then the conv's GEMMs accumulate into out.
+            let mut bias = a.get(2).copied();
+            if args.len() == 4 {
+                let mut bs = vec![args[2].numel()];
+                bs.resize(y.rank() - 1, 1);
+                let l = Layout::new(&y.shape, &[args[3].shape.clone(), bs]);
+                let e = Expr::binary(BinaryOp::Add, Expr::Input(0), Expr::Input(1));
+                elementwise::emit(k, &e, &l, &[a[3], a[2]], out);
+                geom.accumulate = true;
+                bias = None;
+            }
             match algo {
-                ConvAlgo::Depthwise => {
-                    dwconv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, *relu)
-                }
+                ConvAlgo::Depthwise => dwconv::emit(k, &geom, a[0], a[1], bias, out, *relu),
                 ConvAlgo::Im2col { chunk_rows } => {
                     geom.chunk_rows = *chunk_rows;
-                    conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, scratch, *relu);
+                    conv::emit(k, &geom, a[0], a[1], bias, out, scratch, *relu);
                 }
-                ConvAlgo::Pointwise => {
-                    conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, None, *relu)
-                }
+                ConvAlgo::Pointwise => conv::emit(k, &geom, a[0], a[1], bias, out, None, *relu),
             }
         }
         Op::GatherElements { axis } => {

@@ -154,26 +154,28 @@ fn eval_data(op: &Op, args: &[&Tensor], out: &[usize]) -> Result<TensorData, Str
             t.data
         }
         Op::Fused { expr } => expr.eval(args, out)?.data,
-        Op::Conv { window, group }
-        | Op::ConvImpl {
-            window,
-            group,
-            relu: false,
-            ..
-        } => conv(args, window, *group, out)?,
+        Op::Conv { window, group } => conv(args, window, *group, out)?,
         Op::ConvImpl {
             window,
             group,
-            relu: true,
+            relu,
             ..
-        } => match conv(args, window, *group, out)? {
-            TensorData::F32(v) => TensorData::F32(
-                v.into_iter()
-                    .map(|x| if x < 0.0 { 0.0 } else { x })
-                    .collect(),
-            ),
-            d => d,
-        },
+        } => {
+            let mut y = conv(&args[..args.len().min(3)], window, *group, out)?;
+            if let (Some(r), TensorData::F32(v)) = (args.get(3), &mut y) {
+                for (a, b) in v.iter_mut().zip(f32s(r)?) {
+                    *a += b;
+                }
+            }
+            match y {
+                TensorData::F32(v) if *relu => TensorData::F32(
+                    v.into_iter()
+                        .map(|x| if x < 0.0 { 0.0 } else { x })
+                        .collect(),
+                ),
+                d => d,
+            }
+        }
         Op::Pool { kind, window } => pool(a, *kind, window, out)?,
         Op::Softmax { axis, log } => softmax(a, *axis, *log)?,
         Op::LayerNorm { axis, epsilon } => {

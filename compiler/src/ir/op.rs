@@ -285,7 +285,9 @@ pub enum Op {
     },
     /// A convolution with its algorithm chosen (produced by the optimizer;
     /// same semantics and inputs as `Conv`).
-    /// `relu` fuses a following Relu into the kernel's epilogue.
+    /// `relu` fuses a following Relu into the kernel's epilogue; a fourth
+    /// input (after the bias) is a residual of the result's shape added
+    /// before it (`relu(conv(x, w, b) + r)`, ResNet's block tail).
     ConvImpl {
         window: Window,
         group: usize,
@@ -532,7 +534,8 @@ impl Op {
             Op::Slice { .. } | Op::Expand { .. } | Op::Tile { .. } | Op::Pad { .. } => (1, 1),
             Op::Binary(_) | Op::MatMul | Op::Gather { .. } | Op::GatherElements { .. } => (2, 2),
             Op::Where | Op::InstanceNorm { .. } => (3, 3),
-            Op::Conv { .. } | Op::ConvImpl { .. } | Op::LayerNorm { .. } => (2, 3),
+            Op::Conv { .. } | Op::LayerNorm { .. } => (2, 3),
+            Op::ConvImpl { .. } => (2, 4),
             Op::Gemm { .. } => (2, 4),
             Op::Fused { expr } => (expr.arity(), expr.arity()),
             Op::Concat { .. } => (1, usize::MAX),
@@ -658,11 +661,19 @@ impl Op {
                 Ok(TensorType::new(DType::F32, vec![m, n]))
             }
             Op::Fused { expr } => expr.infer(args),
-            Op::ConvImpl { window, group, .. } => Op::Conv {
-                window: window.clone(),
-                group: *group,
+            Op::ConvImpl { window, group, .. } => {
+                let y = Op::Conv {
+                    window: window.clone(),
+                    group: *group,
+                }
+                .infer(&args[..args.len().min(3)])?;
+                if let Some(r) = args.get(3) {
+                    if **r != y {
+                        return Err(format!("conv residual {r} differs from the result {y}"));
+                    }
+                }
+                Ok(y)
             }
-            .infer(args),
             Op::Conv { window, group } => {
                 f32_only("conv")?;
                 window.validate()?;

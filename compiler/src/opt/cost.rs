@@ -153,7 +153,16 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                 group,
                 algo,
                 ..
-            } => conv_ns(m, window, *group, *algo, args, out) + mem,
+            } => match args.get(3) {
+                // A residual: one streaming pass before the GEMMs (as for gemm).
+                Some(r) => {
+                    let base: usize = args[..3].iter().map(|t| t.bytes()).sum();
+                    conv_ns(m, window, *group, *algo, args, out)
+                        + m.mem_ns(base + out.bytes())
+                        + m.mem_ns(r.bytes() + out.bytes())
+                }
+                None => conv_ns(m, window, *group, *algo, args, out) + mem,
+            },
             Op::Unary(u) => n * unary_weight(u) / m.elem_gops + mem,
             Op::Binary(_) | Op::Where | Op::Cast { .. } => n / m.elem_gops + mem,
             // One pass over memory for the whole chain.

@@ -620,6 +620,7 @@ pub fn rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
         // every conv also holds its concrete algorithms; the cost model picks
         rule("conv-algorithms", "(conv ?c ?x ?w)", conv_algorithms),
         rule("conv-algorithms-bias", "(conv ?c ?x ?w ?b)", conv_algorithms),
+        rule("conv-residual", "(add ?ad ?cv ?r)", conv_residual),
         rule("conv-relu", "(relu ?r ?cv)", conv_relu_any),
         rule("transpose-transpose", "(transpose ?t2 (transpose ?t1 ?x))", transpose_transpose),
         rule("transpose-identity", "(transpose ?t ?x)", transpose_identity),
@@ -706,6 +707,51 @@ fn conv_relu_any(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
                 Some(f) => {
                     eg.union(f, r);
                 }
+            }
+        }
+    }
+    first
+}
+
+/// conv_impl(x, w, b) + r → conv_impl(x, w, b, r) for every unfused
+/// im2col/pointwise algorithm of the conv (r of the result's shape): the
+/// residual goes into the GEMMs' accumulator instead of a separate pass.
+fn conv_residual(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let r = v(s, "?r");
+    let out = ty(eg, c)?;
+    if ty(eg, r)? != out {
+        return None;
+    }
+    let convs: Vec<(Op, Vec<Id>)> = eg[v(s, "?cv")]
+        .nodes
+        .iter()
+        .filter_map(|n| match n {
+            Nnc::Op("conv_impl", ch) if ch.len() <= 4 => match attr_of(eg, ch[0]) {
+                Some(
+                    o @ Op::ConvImpl {
+                        relu: false, algo, ..
+                    },
+                ) if *algo != ConvAlgo::Depthwise => Some((o.clone(), ch[1..].to_vec())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let mut first = None;
+    for (o, mut args) in convs {
+        if args.len() == 2 {
+            let m = ty(eg, args[1])?.shape[0];
+            args.push(add_const(eg, Tensor::f32(vec![m], vec![0.0; m]).ok()?));
+        }
+        args.push(r);
+        let new = add_op(eg, &o, &args);
+        if !same_type(eg, c, new) {
+            continue;
+        }
+        match first {
+            None => first = Some(new),
+            Some(f) => {
+                eg.union(f, new);
             }
         }
     }

@@ -442,7 +442,10 @@ fn gemm_residual_epilogue() {
     g.add_output("y", y);
     let o = optimized(&g);
     check(g, &["gemm"]);
-    assert_eq!(attrs_of(&o, "gemm")[0].split(' ').next_back(), Some("args=4"));
+    assert_eq!(
+        attrs_of(&o, "gemm")[0].split(' ').next_back(),
+        Some("args=4")
+    );
 }
 
 #[test]
@@ -603,4 +606,22 @@ fn transpose_through_chain_merges() {
     let y = transpose(&mut g, r, &[0, 2, 1]);
     g.add_output("y", y);
     check(g, &["fused", "transpose"]);
+}
+
+#[test]
+fn conv_residual_relu_epilogue() {
+    // relu(conv(x)·s + t + r) => conv_impl(x, w·s, t, r; relu)
+    let (mut g, x) = graph(&[&[1, 3, 8, 8], &[1, 4, 8, 8]]);
+    let c = conv2d(&mut g, x[0], 4, 3);
+    let s = konst(&mut g, &[4, 1, 1], 7);
+    let t = konst(&mut g, &[4, 1, 1], 8);
+    let m = bin(&mut g, BinaryOp::Mul, c, s);
+    let a = bin(&mut g, BinaryOp::Add, m, t);
+    let res = bin(&mut g, BinaryOp::Add, x[1], a);
+    let y = op(&mut g, Op::Unary(UnaryOp::Relu), &[res]);
+    g.add_output("y", y);
+    let o = optimized(&g);
+    check(g, &["conv_impl"]);
+    let at = &attrs_of(&o, "conv_impl")[0];
+    assert!(at.contains("relu=true") && at.ends_with("args=4"), "{at}");
 }
