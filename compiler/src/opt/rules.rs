@@ -624,6 +624,7 @@ pub fn rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
         rule("conv-relu", "(relu ?r ?cv)", conv_relu_any),
         rule("transpose-transpose", "(transpose ?t2 (transpose ?t1 ?x))", transpose_transpose),
         rule("transpose-identity", "(transpose ?t ?x)", transpose_identity),
+        rule("reshape-transpose", "(reshape ?r (transpose ?t ?y))", reshape_of_transpose),
         rule("reshape-reshape", "(reshape ?r2 (reshape ?r1 ?x))", reshape_reshape),
         rule("reshape-identity", "(reshape ?r ?x)", reshape_identity),
         rule("mul-one", "(mul ?o ?x ?k)", drop_identity),
@@ -980,6 +981,48 @@ fn transpose_rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
         }
     }
     r
+}
+
+/// reshape(transpose(y, p), s) → transpose(reshape(y, s'), p') when the
+/// reshape only inserts or drops size-1 dims: the transpose moves past it
+/// (so it can meet another transpose), y's unit dims moving to the end.
+fn reshape_of_transpose(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let Op::Reshape { shape } = op(eg, s, "?r")? else {
+        return None;
+    };
+    let p = transpose_perm(eg, s, "?t")?;
+    let y = v(s, "?y");
+    let ys = ty(eg, y)?.shape;
+    let xs: Vec<usize> = p.iter().map(|&d| ys[d]).collect();
+    let big = |v: &[usize]| v.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    if big(&xs) != big(&shape) {
+        return None;
+    }
+    // y's non-unit dims in order, then unit dims up to the new rank.
+    let ybig: Vec<usize> = (0..ys.len()).filter(|&d| ys[d] != 1).collect();
+    let mut yshape: Vec<usize> = ybig.iter().map(|&d| ys[d]).collect();
+    if yshape.len() > shape.len() {
+        return None;
+    }
+    let mut next_unit = yshape.len();
+    yshape.resize(shape.len(), 1);
+    // The non-unit dims of x (in order), as positions among y's non-unit dims.
+    let mut src = p
+        .iter()
+        .filter(|&&d| ys[d] != 1)
+        .map(|d| ybig.iter().position(|b| b == d).expect("non-unit"));
+    let mut perm = Vec::with_capacity(shape.len());
+    for &d in &shape {
+        if d != 1 {
+            perm.push(src.next()?);
+        } else {
+            perm.push(next_unit);
+            next_unit += 1;
+        }
+    }
+    let inner = add_op(eg, &Op::Reshape { shape: yshape }, &[y]);
+    let new = add_op(eg, &Op::Transpose { perm }, &[inner]);
+    same_type(eg, c, new).then_some(new)
 }
 
 /// transpose_const with the constant as the left operand (for sub, div, …).

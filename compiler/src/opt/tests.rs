@@ -625,3 +625,20 @@ fn conv_residual_relu_epilogue() {
     let at = &attrs_of(&o, "conv_impl")[0];
     assert!(at.contains("relu=true") && at.ends_with("args=4"), "{at}");
 }
+
+#[test]
+fn transposes_meet_across_unit_reshape() {
+    // transpose(reshape(transpose(x, p), [1, …]), q) => reshape + one transpose
+    let (mut g, x) = graph(&[&[6, 4, 5]]);
+    let t = transpose(&mut g, x[0], &[1, 0, 2]);
+    let r = op(
+        &mut g,
+        Op::Reshape {
+            shape: vec![1, 4, 6, 5],
+        },
+        &[t],
+    );
+    let y = transpose(&mut g, r, &[0, 1, 3, 2]);
+    g.add_output("y", y);
+    check(g, &["reshape", "transpose"]);
+}
