@@ -738,6 +738,25 @@ fn conv_residual(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
             _ => None,
         })
         .collect();
+    // conv + conv (ResNet's downsampling blocks): only the conv with the
+    // larger weight takes the other as its residual. Which one is chosen
+    // changes rounding, so it must not depend on the target's cost model
+    // (AArch64 and x86-64 builds stay bit-identical).
+    let weight = |eg: &EG, class: Id| -> Option<usize> {
+        eg[class].nodes.iter().find_map(|n| match n {
+            Nnc::Op("conv_impl" | "conv", ch)
+                if !matches!(attr_of(eg, ch[0]), Some(Op::ConvImpl { relu: true, .. })) =>
+            {
+                eg[ch[2]].data.ty.as_ref().map(|t| t.numel())
+            }
+            _ => None,
+        })
+    };
+    if let (Some(mine), Some(other)) = (weight(eg, v(s, "?cv")), weight(eg, r)) {
+        if mine < other {
+            return None;
+        }
+    }
     let mut first = None;
     for (o, mut args) in convs {
         if args.len() == 2 {

@@ -642,3 +642,45 @@ fn transposes_meet_across_unit_reshape() {
     g.add_output("y", y);
     check(g, &["reshape", "transpose"]);
 }
+
+#[test]
+fn conv_plus_conv_residual_is_target_independent() {
+    // conv3x3(x) + conv1x1(x) => the 3×3 conv (larger weight) takes the 1×1 as residual, on every target
+    let (mut g, x) = graph(&[&[1, 4, 8, 8]]);
+    let a = conv2d(&mut g, x[0], 4, 4);
+    let w1 = konst(&mut g, &[4, 4, 1, 1], 5);
+    let b = op(
+        &mut g,
+        Op::Conv {
+            window: Window {
+                kernel: vec![1, 1],
+                strides: vec![1, 1],
+                dilations: vec![1, 1],
+                pads: vec![0; 4],
+                ceil_mode: false,
+            },
+            group: 1,
+        },
+        &[x[0], w1],
+    );
+    let s = bin(&mut g, BinaryOp::Add, b, a);
+    let y = op(&mut g, Op::Unary(UnaryOp::Relu), &[s]);
+    g.add_output("y", y);
+    let fused = |m: Machine| {
+        let o = optimize(&g, &m, &Limits::default()).0;
+        o.ids()
+            .filter_map(|i| match &o.value(i).kind {
+                ValueKind::Op { op, args } if args.len() == 4 => Some(o.ty(args[1]).shape.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    for m in [
+        Machine::x86_64_sse(),
+        Machine::x86_64_avx512(),
+        Machine::aarch64(),
+    ] {
+        assert_eq!(fused(m), [vec![4, 4, 3, 3]]);
+    }
+    check(g, &["conv_impl", "conv_impl"]);
+}
