@@ -848,6 +848,14 @@ fn gemm_residual(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     let (o, mut args) = gemms(eg, v(s, "?gm"))
         .into_iter()
         .find(|(_, a)| a.len() < 4)?;
+    // gemm + gemm: as for convs, the larger B takes the other as residual,
+    // whatever the target (the choice changes rounding).
+    let b_size = |eg: &EG, a: &[Id]| eg[a[1]].data.ty.as_ref().map_or(0, |t| t.numel());
+    if let Some((_, other)) = gemms(eg, r).into_iter().next() {
+        if b_size(eg, &args) < b_size(eg, &other) {
+            return None;
+        }
+    }
     let gt = ty(eg, v(s, "?gm"))?;
     if through {
         // Only a full residual can be reshaped to the GEMM's [M, N].
