@@ -61,8 +61,12 @@ fn konst(g: &mut Graph, shape: &[usize], seed: usize) -> nnc_compiler::ir::Value
 }
 
 fn gemm(relu: bool, beta: f32) -> Op {
+    gemm_ab(relu, 1.0, beta)
+}
+
+fn gemm_ab(relu: bool, alpha: f32, beta: f32) -> Op {
     Op::Gemm {
-        alpha: 1.0.into(),
+        alpha: alpha.into(),
         beta: beta.into(),
         trans_a: false,
         trans_b: false,
@@ -73,7 +77,7 @@ fn gemm(relu: bool, beta: f32) -> Op {
 #[test]
 fn gemm_bias_residual_relu_runs() {
     // relu(gemm(x, W, b) + r) with constant and run-time B, sizes with tails
-    for (m, k, n) in [(5, 7, 9), (33, 64, 40)] {
+    for (m, k, n, alpha) in [(5, 7, 9, 1.0), (33, 64, 40, 1.0), (33, 300, 40, 2.0)] {
         for const_w in [true, false] {
             let mut g = Graph::new("t");
             let x = g.add_input("x", f32t(&[m, k]));
@@ -84,7 +88,9 @@ fn gemm_bias_residual_relu_runs() {
                 g.add_input("w", f32t(&[k, n]))
             };
             let b = konst(&mut g, &[n], 2);
-            let y = g.add_op("y", gemm(false, 0.5), &[x, w, b]).unwrap();
+            let y = g
+                .add_op("y", gemm_ab(false, alpha, 0.5), &[x, w, b])
+                .unwrap();
             let s = g.add_op("s", Op::Binary(BinaryOp::Add), &[y, r]).unwrap();
             let o = g.add_op("o", Op::Unary(UnaryOp::Relu), &[s]).unwrap();
             g.add_output("o", o);

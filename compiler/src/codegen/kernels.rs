@@ -311,12 +311,16 @@ pub fn emit(
             let mut bias_arg = a.get(2).copied();
             if args.len() == 4 {
                 let l = Layout::new(&y.shape, &[args[2].shape.clone(), args[3].shape.clone()]);
-                let c = if beta.get() == 1.0 {
-                    Expr::Input(0)
-                } else {
-                    Expr::binary(BinaryOp::Mul, Expr::Input(0), Expr::Const(beta.get()))
+                let e = match beta.get() {
+                    // beta = 0 ignores C (also its NaNs), as without R
+                    0.0 => Expr::Input(1),
+                    1.0 => Expr::binary(BinaryOp::Add, Expr::Input(0), Expr::Input(1)),
+                    b => Expr::binary(
+                        BinaryOp::Add,
+                        Expr::binary(BinaryOp::Mul, Expr::Input(0), Expr::Const(b)),
+                        Expr::Input(1),
+                    ),
                 };
-                let e = Expr::binary(BinaryOp::Add, c, Expr::Input(1));
                 elementwise::emit(k, &e, &l, &a[2..4], out);
                 bias = Some(Bias {
                     strides: Strides { row: n, col: 1 },
