@@ -1034,6 +1034,7 @@ fn gemm() {
                             beta: F32Bits::new(beta),
                             trans_a: ta,
                             trans_b: tb,
+                            relu: false,
                         };
                         // B (and C) as run-time inputs and as constants:
                         // a constant transposed B is pre-transposed by
@@ -1924,6 +1925,7 @@ fn zero_sized_tensors() {
             beta: F32Bits::new(0.5),
             trans_a: false,
             trans_b: true,
+            relu: false,
         },
         vec![
             Arg::In(randn(&mut rng, &[3, 0])),

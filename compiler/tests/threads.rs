@@ -182,6 +182,7 @@ fn kernels_split_over_threads_bit_identically() {
         beta: F32Bits::new(beta),
         trans_a,
         trans_b,
+        relu: false,
     };
 
     // GEMM: column panels (N ≥ M), pre-packed and run-time B, bias shapes.

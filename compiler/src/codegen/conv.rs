@@ -29,6 +29,9 @@ pub struct ConvGeom {
     /// Output rows unfolded per im2col chunk (divides `oh`): the tiling
     /// parameter that keeps the unfolded block cache-resident.
     pub chunk_rows: usize,
+    /// The output already holds an addend (a fused residual): the GEMMs add
+    /// into it (bias == C) instead of a per-channel bias.
+    pub accumulate: bool,
 }
 
 impl ConvGeom {
@@ -220,10 +223,17 @@ impl<'g> Items<'g> {
             b_row: if pointwise { g.h * g.w } else { rows * g.ow },
             c_row: ohw,
             alpha: 1.0,
-            bias: has_bias.then_some(Bias {
-                strides: Strides { row: 1, col: 0 },
-                beta: 1.0,
-            }),
+            bias: if g.accumulate {
+                Some(Bias {
+                    strides: Strides { row: ohw, col: 1 },
+                    beta: 1.0,
+                })
+            } else {
+                has_bias.then_some(Bias {
+                    strides: Strides { row: 1, col: 0 },
+                    beta: 1.0,
+                })
+            },
             relu,
         };
         let chunks = if pointwise { 1 } else { g.oh.max(1) / rows };
@@ -268,6 +278,7 @@ impl<'g> Items<'g> {
             None => (w, bias),
         };
         let Some(s) = s else {
+            let bi = if g.accumulate { Some(c) } else { bi };
             gemm::emit(k, &self.spec, a, xin, c, bi);
             return;
         };
@@ -279,6 +290,7 @@ impl<'g> Items<'g> {
         };
         im2col(k, g, xin, s, r0, self.rows);
         let cc = k.index(c, r0, (4 * g.ow) as i64);
+        let bi = if g.accumulate { Some(cc) } else { bi };
         gemm::emit(k, &self.spec, a, s, cc, bi);
     }
 }

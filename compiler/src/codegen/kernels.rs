@@ -14,7 +14,8 @@ use super::reduce::{self, Affine, Orc};
 use super::typed;
 use crate::ir::ConvAlgo;
 use crate::ir::{
-    BinaryOp, DType, Graph, Op, PadMode, PoolKind, TensorType, UnaryOp, ValueId, ValueKind,
+    BinaryOp, DType, FusedExpr, Graph, Op, PadMode, PoolKind, TensorType, UnaryOp, ValueId,
+    ValueKind,
 };
 use cranelift_codegen::ir::types::I32;
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -85,6 +86,10 @@ pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
         } if !(args[0].shape[1] == *group && args[1].shape[0] == *group) => {
             Err("depthwise algorithm on a conv that is not depthwise".into())
         }
+        Op::ConvImpl {
+            algo: ConvAlgo::Depthwise,
+            ..
+        } if args.len() == 4 => Err("depthwise conv with a fused residual".into()),
         Op::Conv { window, .. } | Op::ConvImpl { window, .. } | Op::Pool { window, .. } => {
             need_f32(op.name())?;
             if window.spatial_rank() > 2 {
@@ -132,6 +137,7 @@ pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
         Op::Gather { .. } | Op::Expand { .. } | Op::Tile { .. } => Ok(()),
         Op::GatherElements { .. } => Ok(()),
         Op::Attention { .. } => need_f32("attention"),
+        Op::Fused { .. } => need_f32("fused"),
     }
 }
 
@@ -171,6 +177,7 @@ fn conv_geom(
         pad: sp(&window.pads[..window.spatial_rank()], 0),
         group,
         chunk_rows: usize::MAX, // whole output: one im2col block
+        accumulate: false,
     }
 }
 
@@ -279,6 +286,7 @@ pub fn emit(
             beta,
             trans_a,
             trans_b,
+            relu,
         } => {
             let (sa, sb) = (&args[0].shape, &args[1].shape);
             let (m, kk) = if *trans_a {
@@ -287,7 +295,7 @@ pub fn emit(
                 (sa[0], sa[1])
             };
             let n = y.shape[1];
-            let bias = args.get(2).map(|c| {
+            let mut bias = args.get(2).map(|c| {
                 let bs = broadcast_strides(&c.shape, &[m, n]);
                 Bias {
                     strides: Strides {
@@ -297,6 +305,29 @@ pub fn emit(
                     beta: beta.get(),
                 }
             });
+            // C and a residual R: the kernel takes one addend, so first
+            // out = beta·C + R in one elementwise pass, then out += A·B
+            // (the emitter allows bias == C).
+            let mut bias_arg = a.get(2).copied();
+            if args.len() == 4 {
+                let l = Layout::new(&y.shape, &[args[2].shape.clone(), args[3].shape.clone()]);
+                let e = match beta.get() {
+                    // beta = 0 ignores C (also its NaNs), as without R
+                    0.0 => Expr::Input(1),
+                    1.0 => Expr::binary(BinaryOp::Add, Expr::Input(0), Expr::Input(1)),
+                    b => Expr::binary(
+                        BinaryOp::Add,
+                        Expr::binary(BinaryOp::Mul, Expr::Input(0), Expr::Const(b)),
+                        Expr::Input(1),
+                    ),
+                };
+                elementwise::emit(k, &e, &l, &a[2..4], out);
+                bias = Some(Bias {
+                    strides: Strides { row: n, col: 1 },
+                    beta: 1.0,
+                });
+                bias_arg = Some(out);
+            }
             let spec = GemmSpec {
                 m,
                 n,
@@ -309,14 +340,14 @@ pub fn emit(
                 b_row: n,
                 c_row: n,
                 alpha: alpha.get(),
-                bias: if beta.get() == 0.0 { None } else { bias },
-                relu: false,
+                bias: if beta.get() == 0.0 && args.len() < 4 {
+                    None
+                } else {
+                    bias
+                },
+                relu: *relu,
             };
-            let bias_ptr = if spec.bias.is_some() {
-                a.get(2).copied()
-            } else {
-                None
-            };
+            let bias_ptr = if spec.bias.is_some() { bias_arg } else { None };
             // Constant B: the assembled kernel reads it pre-packed (the
             // transpose happens at compile time).
             let done = const_b(g, id, *trans_b)
@@ -471,17 +502,25 @@ pub fn emit(
             relu,
         } => {
             let mut geom = conv_geom(window, *group, args[0], args[1], y);
+            // A fused residual: out = r + bias first (one elementwise pass),
+            // then the conv's GEMMs accumulate into out.
+            let mut bias = a.get(2).copied();
+            if args.len() == 4 {
+                let mut bs = vec![args[2].numel()];
+                bs.resize(y.rank() - 1, 1);
+                let l = Layout::new(&y.shape, &[args[3].shape.clone(), bs]);
+                let e = Expr::binary(BinaryOp::Add, Expr::Input(0), Expr::Input(1));
+                elementwise::emit(k, &e, &l, &[a[3], a[2]], out);
+                geom.accumulate = true;
+                bias = None;
+            }
             match algo {
-                ConvAlgo::Depthwise => {
-                    dwconv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, *relu)
-                }
+                ConvAlgo::Depthwise => dwconv::emit(k, &geom, a[0], a[1], bias, out, *relu),
                 ConvAlgo::Im2col { chunk_rows } => {
                     geom.chunk_rows = *chunk_rows;
-                    conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, scratch, *relu);
+                    conv::emit(k, &geom, a[0], a[1], bias, out, scratch, *relu);
                 }
-                ConvAlgo::Pointwise => {
-                    conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, None, *relu)
-                }
+                ConvAlgo::Pointwise => conv::emit(k, &geom, a[0], a[1], bias, out, None, *relu),
             }
         }
         Op::GatherElements { axis } => {
@@ -498,6 +537,11 @@ pub fn emit(
                 status,
             );
             return k.get(status);
+        }
+        Op::Fused { expr } => {
+            let shapes: Vec<Vec<usize>> = args.iter().map(|t| t.shape.clone()).collect();
+            let l = Layout::new(&y.shape, &shapes);
+            elementwise::emit(k, &fused_expr(expr), &l, a, out);
         }
         Op::Attention { .. } => {
             let geom = attn_geom(op, &args, y);
@@ -548,6 +592,16 @@ fn attn_geom(op: &Op, args: &[&TensorType], y: &TensorType) -> AttnGeom {
         causal: *causal,
         softcap: softcap.get(),
         mask_strides,
+    }
+}
+
+/// The IR's fused program as the elementwise emitter's expression.
+fn fused_expr(e: &FusedExpr) -> Expr {
+    match e {
+        FusedExpr::Input(i) => Expr::Input(*i),
+        FusedExpr::Const(c) => Expr::Const(c.get()),
+        FusedExpr::Unary(u, a) => Expr::unary(*u, fused_expr(a)),
+        FusedExpr::Binary(b, x, y) => Expr::binary(*b, fused_expr(x), fused_expr(y)),
     }
 }
 

@@ -130,34 +130,52 @@ fn eval_data(op: &Op, args: &[&Tensor], out: &[usize]) -> Result<TensorData, Str
             beta,
             trans_a,
             trans_b,
-        } => gemm(
-            args,
-            alpha.get() as f64,
-            beta.get() as f64,
-            *trans_a,
-            *trans_b,
-            out,
-        )?,
-        Op::Conv { window, group }
-        | Op::ConvImpl {
-            window,
-            group,
-            relu: false,
-            ..
-        } => conv(args, window, *group, out)?,
+            relu,
+        } => {
+            let y = gemm(
+                &args[..args.len().min(3)],
+                alpha.get() as f64,
+                beta.get() as f64,
+                *trans_a,
+                *trans_b,
+                out,
+            )?;
+            // Epilogues: + residual, then relu (the order the kernel applies them).
+            let mut t = Tensor {
+                shape: out.to_vec(),
+                data: y,
+            };
+            if let Some(r) = args.get(3) {
+                t = eval_op(&Op::Binary(BinaryOp::Add), &[&t, r])?;
+            }
+            if *relu {
+                t = eval_op(&Op::Unary(UnaryOp::Relu), &[&t])?;
+            }
+            t.data
+        }
+        Op::Fused { expr } => expr.eval(args, out)?.data,
+        Op::Conv { window, group } => conv(args, window, *group, out)?,
         Op::ConvImpl {
             window,
             group,
-            relu: true,
+            relu,
             ..
-        } => match conv(args, window, *group, out)? {
-            TensorData::F32(v) => TensorData::F32(
-                v.into_iter()
-                    .map(|x| if x < 0.0 { 0.0 } else { x })
-                    .collect(),
-            ),
-            d => d,
-        },
+        } => {
+            let mut y = conv(&args[..args.len().min(3)], window, *group, out)?;
+            if let (Some(r), TensorData::F32(v)) = (args.get(3), &mut y) {
+                for (a, b) in v.iter_mut().zip(f32s(r)?) {
+                    *a += b;
+                }
+            }
+            match y {
+                TensorData::F32(v) if *relu => TensorData::F32(
+                    v.into_iter()
+                        .map(|x| if x < 0.0 { 0.0 } else { x })
+                        .collect(),
+                ),
+                d => d,
+            }
+        }
         Op::Pool { kind, window } => pool(a, *kind, window, out)?,
         Op::Softmax { axis, log } => softmax(a, *axis, *log)?,
         Op::LayerNorm { axis, epsilon } => {
@@ -1618,6 +1636,7 @@ mod tests {
             beta: 0.5.into(),
             trans_a: true,
             trans_b: false,
+            relu: false,
         };
         let g = ev(
             op,

@@ -4,12 +4,14 @@
 
 pub mod eval;
 mod flops;
+mod fused;
 mod graph;
 mod op;
 mod tensor;
 pub mod text;
 
 pub use flops::flops;
+pub use fused::FusedExpr;
 pub use graph::{Graph, IrError, Output, Value, ValueId, ValueKind};
 pub use op::{
     broadcast_shapes, matmul_shape, BinaryOp, ConvAlgo, Op, PadMode, PoolKind, ReduceOp, SliceDim,

@@ -268,11 +268,15 @@ pub enum Op {
     /// numpy `matmul`: batched, broadcasting, 1-D operands promoted.
     MatMul,
     /// `alpha·op(A)·op(B) + beta·C`, C (optional) unidirectionally broadcast.
+    /// A fourth input R (only after C) is a residual added with weight 1, and
+    /// `relu` clamps the sum: both are epilogues fused by the optimizer so
+    /// the GEMM's result is written once.
     Gemm {
         alpha: F32Bits,
         beta: F32Bits,
         trans_a: bool,
         trans_b: bool,
+        relu: bool,
     },
     /// N-d convolution, NCHW; inputs X, W, optional bias B.
     Conv {
@@ -281,7 +285,9 @@ pub enum Op {
     },
     /// A convolution with its algorithm chosen (produced by the optimizer;
     /// same semantics and inputs as `Conv`).
-    /// `relu` fuses a following Relu into the kernel's epilogue.
+    /// `relu` fuses a following Relu into the kernel's epilogue; a fourth
+    /// input (after the bias) is a residual of the result's shape added
+    /// before it (`relu(conv(x, w, b) + r)`, ResNet's block tail).
     ConvImpl {
         window: Window,
         group: usize,
@@ -364,6 +370,11 @@ pub enum Op {
         causal: bool,
         softcap: F32Bits,
     },
+    /// A chain of f32 elementwise ops run as one loop (built by the
+    /// optimizer's fusion pass); inputs broadcast to the result shape.
+    Fused {
+        expr: super::fused::FusedExpr,
+    },
     /// Constant padding (mode constant) with `pads = [begin..., end...]`
     /// (may be negative = cropping); reflect/edge by `mode`.
     Pad {
@@ -425,6 +436,7 @@ impl Op {
             Op::Tile { .. } => "tile",
             Op::Pad { .. } => "pad",
             Op::Attention { .. } => "attention",
+            Op::Fused { .. } => "fused",
         }
     }
 
@@ -444,9 +456,12 @@ impl Op {
                 beta,
                 trans_a,
                 trans_b,
+                relu,
             } => {
-                format!("alpha={alpha} beta={beta} trans_a={trans_a} trans_b={trans_b}")
+                let r = if *relu { " relu=true" } else { "" };
+                format!("alpha={alpha} beta={beta} trans_a={trans_a} trans_b={trans_b}{r}")
             }
+            Op::Fused { expr } => format!("expr={expr}"),
             Op::Conv { window, group } => format!("{} group={group}", window_attrs(window)),
             Op::ConvImpl {
                 window,
@@ -519,9 +534,10 @@ impl Op {
             Op::Slice { .. } | Op::Expand { .. } | Op::Tile { .. } | Op::Pad { .. } => (1, 1),
             Op::Binary(_) | Op::MatMul | Op::Gather { .. } | Op::GatherElements { .. } => (2, 2),
             Op::Where | Op::InstanceNorm { .. } => (3, 3),
-            Op::Gemm { .. } | Op::Conv { .. } | Op::ConvImpl { .. } | Op::LayerNorm { .. } => {
-                (2, 3)
-            }
+            Op::Conv { .. } | Op::LayerNorm { .. } => (2, 3),
+            Op::ConvImpl { .. } => (2, 4),
+            Op::Gemm { .. } => (2, 4),
+            Op::Fused { expr } => (expr.arity(), expr.arity()),
             Op::Concat { .. } => (1, usize::MAX),
             Op::Attention { .. } => (3, 4),
         }
@@ -633,22 +649,31 @@ impl Op {
                         "gemm inner dimensions differ: A gives K={ka}, B gives K={kb}"
                     ));
                 }
-                if let Some(c) = args.get(2) {
+                for c in &args[2..] {
                     let bc = broadcast_shapes(&c.shape, &[m, n])?;
                     if bc != [m, n] {
                         return Err(format!(
-                            "gemm C of shape {:?} does not broadcast to [{m}, {n}]",
+                            "gemm C/R of shape {:?} does not broadcast to [{m}, {n}]",
                             c.shape
                         ));
                     }
                 }
                 Ok(TensorType::new(DType::F32, vec![m, n]))
             }
-            Op::ConvImpl { window, group, .. } => Op::Conv {
-                window: window.clone(),
-                group: *group,
+            Op::Fused { expr } => expr.infer(args),
+            Op::ConvImpl { window, group, .. } => {
+                let y = Op::Conv {
+                    window: window.clone(),
+                    group: *group,
+                }
+                .infer(&args[..args.len().min(3)])?;
+                if let Some(r) = args.get(3) {
+                    if **r != y {
+                        return Err(format!("conv residual {r} differs from the result {y}"));
+                    }
+                }
+                Ok(y)
             }
-            .infer(args),
             Op::Conv { window, group } => {
                 f32_only("conv")?;
                 window.validate()?;

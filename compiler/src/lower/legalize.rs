@@ -23,6 +23,7 @@ pub fn legalize(g: &mut Graph) {
                 beta,
                 trans_a,
                 trans_b: true,
+                relu,
             } => {
                 let Some(b) = g.as_const(args[1]).cloned() else {
                     continue;
@@ -40,6 +41,7 @@ pub fn legalize(g: &mut Graph) {
                         beta,
                         trans_a,
                         trans_b: false,
+                        relu,
                     },
                     nb,
                     1,

@@ -111,7 +111,18 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                     _ => *args[0].shape.last().unwrap_or(&1),
                 };
                 let flops = 2.0 * n * k as f64;
-                flops / m.gemm_gflops + mem
+                match args.get(3) {
+                    // A residual is one streaming pass (out = C + R) before
+                    // the product accumulates into out: priced on its own,
+                    // not as part of the GEMM's (often DRAM-sized) working set.
+                    Some(r) => {
+                        let base: usize = args[..3].iter().map(|t| t.bytes()).sum();
+                        flops / m.gemm_gflops
+                            + m.mem_ns(base + out.bytes())
+                            + m.mem_ns(r.bytes() + out.bytes())
+                    }
+                    None => flops / m.gemm_gflops + mem,
+                }
             }
             Op::Conv { window, group } => {
                 // What the kernel does for an unlowered conv, priced a hair
@@ -142,9 +153,20 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                 group,
                 algo,
                 ..
-            } => conv_ns(m, window, *group, *algo, args, out) + mem,
+            } => match args.get(3) {
+                // A residual: one streaming pass before the GEMMs (as for gemm).
+                Some(r) => {
+                    let base: usize = args[..3].iter().map(|t| t.bytes()).sum();
+                    conv_ns(m, window, *group, *algo, args, out)
+                        + m.mem_ns(base + out.bytes())
+                        + m.mem_ns(r.bytes() + out.bytes())
+                }
+                None => conv_ns(m, window, *group, *algo, args, out) + mem,
+            },
             Op::Unary(u) => n * unary_weight(u) / m.elem_gops + mem,
             Op::Binary(_) | Op::Where | Op::Cast { .. } => n / m.elem_gops + mem,
+            // One pass over memory for the whole chain.
+            Op::Fused { expr } => n * expr.work(&unary_weight) / m.elem_gops + mem,
             Op::Softmax { .. } => 16.0 * n / m.elem_gops + 2.0 * mem,
             Op::LayerNorm { .. } | Op::InstanceNorm { .. } => 4.0 * n / m.elem_gops + 2.0 * mem,
             Op::Reduce { .. } | Op::ArgMax { .. } => args[0].numel() as f64 / m.elem_gops + mem,

@@ -7,6 +7,7 @@
 
 pub mod cost;
 pub mod extract;
+pub mod fuse;
 pub mod lang;
 pub mod rules;
 
@@ -188,10 +189,11 @@ pub fn optimize(g: &Graph, m: &cost::Machine, limits: &Limits) -> (Graph, Stats)
     };
     let choice = extract::extract(&eg, &roots, &own);
     let extract_ms = t1.elapsed().as_secs_f64() * 1e3;
-    let new_graph = match &choice {
+    let mut new_graph = match &choice {
         Some(ch) => rebuild(g, &eg, &class_of, ch).unwrap_or_else(|| g.clone()),
         None => g.clone(),
     };
+    fuse::fuse_elementwise(&mut new_graph);
     let stats = Stats {
         nodes: eg.total_size(),
         classes: eg.number_of_classes(),

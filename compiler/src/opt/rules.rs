@@ -33,12 +33,23 @@ impl Applier<Nnc, super::lang::Tables> for FnApplier {
                 .filter_map(|v| subst.get(*v))
                 .map(|&i| eg.find(i)),
         );
-        if !eg.analysis.applied.insert((rule.as_str().to_string(), key)) {
+        let key = (rule.as_str().to_string(), key);
+        if eg.analysis.applied.contains(&key) {
             return vec![];
         }
+        // A match that does not apply yet (its operand class gains the node
+        // the rule needs in a later iteration, e.g. a conv folded from a
+        // BatchNorm only then gets its algorithms) is tried again.
         match (self.f)(eg, eclass, subst) {
-            Some(new) if eg.union(eclass, new) => vec![eclass],
-            _ => vec![],
+            Some(new) => {
+                eg.analysis.applied.insert(key);
+                if eg.union(eclass, new) {
+                    vec![eclass]
+                } else {
+                    vec![]
+                }
+            }
+            None => vec![],
         }
     }
 }
@@ -326,6 +337,7 @@ fn matmul_bias(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
             beta: 1.0.into(),
             trans_a: false,
             trans_b: false,
+            relu: false,
         },
         &[x2, w, bc],
     );
@@ -608,16 +620,27 @@ pub fn rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
         // every conv also holds its concrete algorithms; the cost model picks
         rule("conv-algorithms", "(conv ?c ?x ?w)", conv_algorithms),
         rule("conv-algorithms-bias", "(conv ?c ?x ?w ?b)", conv_algorithms),
+        rule("conv-residual", "(add ?ad ?cv ?r)", conv_residual),
         rule("conv-relu", "(relu ?r ?cv)", conv_relu_any),
         rule("transpose-transpose", "(transpose ?t2 (transpose ?t1 ?x))", transpose_transpose),
         rule("transpose-identity", "(transpose ?t ?x)", transpose_identity),
+        rule("reshape-transpose", "(reshape ?r (transpose ?t ?y))", reshape_of_transpose),
         rule("reshape-reshape", "(reshape ?r2 (reshape ?r1 ?x))", reshape_reshape),
         rule("reshape-identity", "(reshape ?r ?x)", reshape_identity),
         rule("mul-one", "(mul ?o ?x ?k)", drop_identity),
         rule("add-zero", "(add ?o ?x ?k)", drop_identity),
         rule("div-one", "(div ?o ?x ?k)", drop_identity),
         rule("sub-zero", "(sub ?o ?x ?k)", drop_identity),
+        // GEMM epilogues: residual add and relu (also behind the reshapes
+        // matmul-bias leaves around a batched matmul)
+        rule("gemm-residual", "(add ?ad ?gm ?r)", gemm_residual),
+        rule("gemm-residual-reshape", "(add ?ad (reshape ?rs ?gm) ?r)", gemm_residual),
+        rule("gemm-relu", "(relu ?u ?gm)", gemm_relu),
+        rule("gemm-relu-reshape", "(relu ?u (reshape ?rs ?gm))", gemm_relu),
     ]
+    .into_iter()
+    .chain(transpose_rules())
+    .collect()
 }
 
 /// Finds a conv node (with or without bias) in class ?cv and delegates.
@@ -662,7 +685,9 @@ fn conv_add_any(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     with_conv(eg, c, s, conv_add)
 }
 
-/// Tries conv_relu on every unfused conv_impl node of class ?cv.
+/// Applies conv_relu to every unfused conv_impl node of class ?cv, so each
+/// algorithm keeps a fused variant (fusing only the first one left the
+/// cost model choosing between a fused algorithm and a better unfused one).
 fn conv_relu_any(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     let cv = v(s, "?cv");
     let attrs: Vec<Id> = eg[cv]
@@ -673,12 +698,363 @@ fn conv_relu_any(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
             _ => None,
         })
         .collect();
+    let mut first = None;
     for a in attrs {
         let mut s2 = s.clone();
         s2.insert("?c".parse().unwrap(), a);
         if let Some(r) = conv_relu(eg, c, &s2) {
-            return Some(r);
+            match first {
+                None => first = Some(r),
+                Some(f) => {
+                    eg.union(f, r);
+                }
+            }
         }
     }
-    None
+    first
+}
+
+/// conv_impl(x, w, b) + r → conv_impl(x, w, b, r) for every unfused
+/// im2col/pointwise algorithm of the conv (r of the result's shape): the
+/// residual goes into the GEMMs' accumulator instead of a separate pass.
+fn conv_residual(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let r = v(s, "?r");
+    let out = ty(eg, c)?;
+    if ty(eg, r)? != out {
+        return None;
+    }
+    let convs: Vec<(Op, Vec<Id>)> = eg[v(s, "?cv")]
+        .nodes
+        .iter()
+        .filter_map(|n| match n {
+            Nnc::Op("conv_impl", ch) if ch.len() <= 4 => match attr_of(eg, ch[0]) {
+                Some(
+                    o @ Op::ConvImpl {
+                        relu: false, algo, ..
+                    },
+                ) if *algo != ConvAlgo::Depthwise => Some((o.clone(), ch[1..].to_vec())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    // conv + conv (ResNet's downsampling blocks): only the conv with the
+    // larger weight takes the other as its residual. Which one is chosen
+    // changes rounding, so it must not depend on the target's cost model
+    // (AArch64 and x86-64 builds stay bit-identical).
+    let weight = |eg: &EG, class: Id| -> Option<usize> {
+        eg[class].nodes.iter().find_map(|n| match n {
+            Nnc::Op("conv_impl" | "conv", ch)
+                if !matches!(attr_of(eg, ch[0]), Some(Op::ConvImpl { relu: true, .. })) =>
+            {
+                eg[ch[2]].data.ty.as_ref().map(|t| t.numel())
+            }
+            _ => None,
+        })
+    };
+    if let (Some(mine), Some(other)) = (weight(eg, v(s, "?cv")), weight(eg, r)) {
+        if mine < other {
+            return None;
+        }
+    }
+    let mut first = None;
+    for (o, mut args) in convs {
+        if args.len() == 2 {
+            let m = ty(eg, args[1])?.shape[0];
+            args.push(add_const(eg, Tensor::f32(vec![m], vec![0.0; m]).ok()?));
+        }
+        args.push(r);
+        let new = add_op(eg, &o, &args);
+        if !same_type(eg, c, new) {
+            continue;
+        }
+        match first {
+            None => first = Some(new),
+            Some(f) => {
+                eg.union(f, new);
+            }
+        }
+    }
+    first
+}
+
+/// The gemm nodes of class `gm` without a relu epilogue: (op, args).
+fn gemms(eg: &EG, gm: Id) -> Vec<(Op, Vec<Id>)> {
+    let mut out: Vec<(Op, Vec<Id>)> = eg[gm]
+        .nodes
+        .iter()
+        .filter_map(|n| match n {
+            Nnc::Op("gemm", ch) => match attr_of(eg, ch[0]) {
+                Some(o @ Op::Gemm { relu: false, .. }) => Some((o.clone(), ch[1..].to_vec())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    out.sort_by_key(|(_, a)| a.clone());
+    out
+}
+
+fn with_relu(o: &Op) -> Op {
+    match o {
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+            ..
+        } => Op::Gemm {
+            alpha: *alpha,
+            beta: *beta,
+            trans_a: *trans_a,
+            trans_b: *trans_b,
+            relu: true,
+        },
+        o => o.clone(),
+    }
+}
+
+/// Wraps `new` (a [M, N] gemm) back into the shape of class `c` when the
+/// match went through a reshape.
+fn reshaped(eg: &mut EG, c: Id, new: Id, through_reshape: bool) -> Option<Id> {
+    let new = if through_reshape {
+        let shape = ty(eg, c)?.shape;
+        add_op(eg, &Op::Reshape { shape }, &[new])
+    } else {
+        new
+    };
+    same_type(eg, c, new).then_some(new)
+}
+
+/// relu(gemm(a, b[, c[, r]])) → gemm(a, b[, c[, r]]; relu): the clamp runs in the epilogue.
+fn gemm_relu(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let through = s.get("?rs".parse().ok()?).is_some();
+    let (o, args) = gemms(eg, v(s, "?gm")).into_iter().next()?;
+    let new = add_op(eg, &with_relu(&o), &args);
+    reshaped(eg, c, new, through)
+}
+
+/// gemm(a, b) + r → gemm(a, b, r; beta = 1), and gemm(a, b, c) + r →
+/// gemm(a, b, c, r): the residual is added in the epilogue instead of a
+/// separate pass over the result. Through a reshape, r is reshaped to [M, N].
+fn gemm_residual(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let through = s.get("?rs".parse().ok()?).is_some();
+    let mut r = v(s, "?r");
+    let rt = ty(eg, r)?;
+    let out = ty(eg, c)?;
+    if rt.dtype != crate::ir::DType::F32 {
+        return None;
+    }
+    let (o, mut args) = gemms(eg, v(s, "?gm"))
+        .into_iter()
+        .find(|(_, a)| a.len() < 4)?;
+    // gemm + gemm: as for convs, the larger B takes the other as residual,
+    // whatever the target (the choice changes rounding).
+    let b_size = |eg: &EG, a: &[Id]| eg[a[1]].data.ty.as_ref().map_or(0, |t| t.numel());
+    if let Some((_, other)) = gemms(eg, r).into_iter().next() {
+        if b_size(eg, &args) < b_size(eg, &other) {
+            return None;
+        }
+    }
+    let gt = ty(eg, v(s, "?gm"))?;
+    if through {
+        // Only a full residual can be reshaped to the GEMM's [M, N].
+        if rt.shape != out.shape {
+            return None;
+        }
+        r = add_op(
+            eg,
+            &Op::Reshape {
+                shape: gt.shape.clone(),
+            },
+            &[r],
+        );
+    }
+    let o = match (o, args.len()) {
+        (
+            Op::Gemm {
+                alpha,
+                trans_a,
+                trans_b,
+                ..
+            },
+            2,
+        ) => Op::Gemm {
+            alpha,
+            beta: 1.0.into(),
+            trans_a,
+            trans_b,
+            relu: false,
+        },
+        (o, _) => o,
+    };
+    args.push(r);
+    let new = add_op(eg, &o, &args);
+    reshaped(eg, c, new, through)
+}
+
+fn transpose_perm(eg: &EG, s: &Subst, var: &str) -> Option<Vec<usize>> {
+    match op(eg, s, var)? {
+        Op::Transpose { perm } => Some(perm),
+        _ => None,
+    }
+}
+
+/// u(transpose(x, p)) → transpose(u(x), p) for elementwise u, so transposes
+/// meet (and cancel or merge) across elementwise chains.
+fn transpose_unary(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let perm = transpose_perm(eg, s, "?t")?;
+    let u = op(eg, s, "?u")?;
+    let inner = add_op(eg, &u, &[v(s, "?x")]);
+    let new = add_op(eg, &Op::Transpose { perm }, &[inner]);
+    same_type(eg, c, new).then_some(new)
+}
+
+/// transpose(x, p) ∘ transpose(y, p) → transpose(x ∘ y, p) for elementwise ∘.
+fn transpose_binary(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let p = transpose_perm(eg, s, "?t1")?;
+    if transpose_perm(eg, s, "?t2")? != p {
+        return None;
+    }
+    let b = op(eg, s, "?o")?;
+    let inner = add_op(eg, &b, &[v(s, "?x"), v(s, "?y")]);
+    let new = add_op(eg, &Op::Transpose { perm: p }, &[inner]);
+    same_type(eg, c, new).then_some(new)
+}
+
+/// transpose(x, p) ∘ k → transpose(x ∘ transpose(k, p⁻¹), p) for constant k
+/// (k is first padded to full rank; the inverse transpose folds at compile time).
+fn transpose_const(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let p = transpose_perm(eg, s, "?t")?;
+    let k = value(eg, v(s, "?k"))?;
+    if k.shape.len() > p.len() {
+        return None;
+    }
+    let mut full = vec![1; p.len() - k.shape.len()];
+    full.extend(&k.shape);
+    let mut inv = vec![0; p.len()];
+    for (i, &d) in p.iter().enumerate() {
+        inv[d] = i;
+    }
+    let kr = eval::eval_op(&Op::Reshape { shape: full }, &[&k]).ok()?;
+    let kt = eval::eval_op(&Op::Transpose { perm: inv }, &[&kr]).ok()?;
+    let kt = add_const(eg, kt);
+    let b = op(eg, s, "?o")?;
+    let args = if s.get("?kfirst".parse().ok()?).is_some() {
+        [kt, v(s, "?x")]
+    } else {
+        [v(s, "?x"), kt]
+    };
+    let inner = add_op(eg, &b, &args);
+    let new = add_op(eg, &Op::Transpose { perm: p }, &[inner]);
+    same_type(eg, c, new).then_some(new)
+}
+
+/// Elementwise ops transposes move through (f32 or type-preserving).
+const TRANSPOSE_UNARY: &[&str] = &[
+    "relu",
+    "sigmoid",
+    "tanh",
+    "exp",
+    "log",
+    "sqrt",
+    "erf",
+    "neg",
+    "abs",
+    "reciprocal",
+    "floor",
+    "ceil",
+    "gelu",
+    "silu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "hard_sigmoid",
+    "hard_swish",
+    "clip",
+    "round",
+    "sign",
+    "cast",
+];
+const TRANSPOSE_BINARY: &[&str] = &["add", "sub", "mul", "div", "pow", "max", "min"];
+
+/// The transpose-pushing rules, one per elementwise op (patterns match op names).
+fn transpose_rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
+    let mut r = Vec::new();
+    for u in TRANSPOSE_UNARY {
+        r.push(rule(
+            &format!("transpose-through-{u}"),
+            &format!("({u} ?u (transpose ?t ?x))"),
+            transpose_unary,
+        ));
+    }
+    for b in TRANSPOSE_BINARY {
+        r.push(rule(
+            &format!("transpose-through-{b}"),
+            &format!("({b} ?o (transpose ?t1 ?x) (transpose ?t2 ?y))"),
+            transpose_binary,
+        ));
+        r.push(rule(
+            &format!("transpose-through-{b}-const"),
+            &format!("({b} ?o (transpose ?t ?x) ?k)"),
+            transpose_const,
+        ));
+        if !matches!(*b, "add" | "mul") {
+            r.push(rule(
+                &format!("transpose-through-const-{b}"),
+                &format!("({b} ?o ?kfirst (transpose ?t ?x))"),
+                transpose_const_first,
+            ));
+        }
+    }
+    r
+}
+
+/// reshape(transpose(y, p), s) → transpose(reshape(y, s'), p') when the
+/// reshape only inserts or drops size-1 dims: the transpose moves past it
+/// (so it can meet another transpose), y's unit dims moving to the end.
+fn reshape_of_transpose(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let Op::Reshape { shape } = op(eg, s, "?r")? else {
+        return None;
+    };
+    let p = transpose_perm(eg, s, "?t")?;
+    let y = v(s, "?y");
+    let ys = ty(eg, y)?.shape;
+    let xs: Vec<usize> = p.iter().map(|&d| ys[d]).collect();
+    let big = |v: &[usize]| v.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    if big(&xs) != big(&shape) {
+        return None;
+    }
+    // y's non-unit dims in order, then unit dims up to the new rank.
+    let ybig: Vec<usize> = (0..ys.len()).filter(|&d| ys[d] != 1).collect();
+    let mut yshape: Vec<usize> = ybig.iter().map(|&d| ys[d]).collect();
+    if yshape.len() > shape.len() {
+        return None;
+    }
+    let mut next_unit = yshape.len();
+    yshape.resize(shape.len(), 1);
+    // The non-unit dims of x (in order), as positions among y's non-unit dims.
+    let mut src = p
+        .iter()
+        .filter(|&&d| ys[d] != 1)
+        .map(|d| ybig.iter().position(|b| b == d).expect("non-unit"));
+    let mut perm = Vec::with_capacity(shape.len());
+    for &d in &shape {
+        if d != 1 {
+            perm.push(src.next()?);
+        } else {
+            perm.push(next_unit);
+            next_unit += 1;
+        }
+    }
+    let inner = add_op(eg, &Op::Reshape { shape: yshape }, &[y]);
+    let new = add_op(eg, &Op::Transpose { perm }, &[inner]);
+    same_type(eg, c, new).then_some(new)
+}
+
+/// transpose_const with the constant as the left operand (for sub, div, …).
+fn transpose_const_first(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let mut s2 = s.clone();
+    s2.insert("?k".parse().unwrap(), v(s, "?kfirst"));
+    transpose_const(eg, c, &s2)
 }

@@ -385,3 +385,302 @@ fn conv_algorithm_choice() {
         "{a:?}"
     );
 }
+
+/// Attribute text of the live ops named `name`.
+fn attrs_of(g: &Graph, name: &str) -> Vec<String> {
+    let uses = g.use_counts();
+    g.ids()
+        .filter(|i| uses[i.index()] > 0)
+        .filter_map(|i| match &g.value(i).kind {
+            ValueKind::Op { op, args } if op.name() == name => {
+                Some(format!("{} args={}", op.attrs(), args.len()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn optimized(g: &Graph) -> Graph {
+    optimize(g, &Machine::x86_64_sse(), &Limits::default()).0
+}
+
+fn gemm_op() -> Op {
+    Op::Gemm {
+        alpha: 1.0.into(),
+        beta: 1.0.into(),
+        trans_a: false,
+        trans_b: false,
+        relu: false,
+    }
+}
+
+#[test]
+fn gemm_relu_epilogue() {
+    // relu(gemm(x, W, b)) => gemm(x, W, b; relu)
+    let (mut g, x) = graph(&[&[4, 8]]);
+    let w = konst(&mut g, &[8, 6], 1);
+    let b = konst(&mut g, &[6], 2);
+    let m = op(&mut g, gemm_op(), &[x[0], w, b]);
+    let y = op(&mut g, Op::Unary(UnaryOp::Relu), &[m]);
+    g.add_output("y", y);
+    let o = optimized(&g);
+    check(g, &["gemm"]);
+    assert_eq!(
+        attrs_of(&o, "gemm"),
+        ["alpha=1 beta=1 trans_a=false trans_b=false relu=true args=3"]
+    );
+}
+
+#[test]
+fn gemm_residual_epilogue() {
+    // gemm(x, W, b) + r => gemm(x, W, b, r)
+    let (mut g, x) = graph(&[&[4, 8], &[4, 6]]);
+    let w = konst(&mut g, &[8, 6], 1);
+    let b = konst(&mut g, &[6], 2);
+    let m = op(&mut g, gemm_op(), &[x[0], w, b]);
+    let y = bin(&mut g, BinaryOp::Add, x[1], m);
+    g.add_output("y", y);
+    let o = optimized(&g);
+    check(g, &["gemm"]);
+    assert_eq!(
+        attrs_of(&o, "gemm")[0].split(' ').next_back(),
+        Some("args=4")
+    );
+}
+
+#[test]
+fn gemm_residual_relu_without_bias() {
+    // relu(gemm(x, W) + r) => gemm(x, W, r; beta=1, relu)
+    let (mut g, x) = graph(&[&[4, 8], &[4, 6]]);
+    let w = konst(&mut g, &[8, 6], 1);
+    let m = op(
+        &mut g,
+        Op::Gemm {
+            alpha: 2.0.into(),
+            beta: 0.0.into(),
+            trans_a: false,
+            trans_b: false,
+            relu: false,
+        },
+        &[x[0], w],
+    );
+    let a = bin(&mut g, BinaryOp::Add, m, x[1]);
+    let y = op(&mut g, Op::Unary(UnaryOp::Relu), &[a]);
+    g.add_output("y", y);
+    let o = optimized(&g);
+    check(g, &["gemm"]);
+    assert_eq!(
+        attrs_of(&o, "gemm"),
+        ["alpha=2 beta=1 trans_a=false trans_b=false relu=true args=3"]
+    );
+}
+
+#[test]
+fn matmul_bias_residual_fuses_through_reshape() {
+    // matmul(x, W) + b + r (BERT's dense + residual) => reshape(gemm(reshape(x), W, b, reshape(r)))
+    let (mut g, x) = graph(&[&[1, 4, 8], &[1, 4, 6]]);
+    let w = konst(&mut g, &[8, 6], 1);
+    let b = konst(&mut g, &[6], 2);
+    let m = op(&mut g, Op::MatMul, &[x[0], w]);
+    let mb = bin(&mut g, BinaryOp::Add, m, b);
+    let y = bin(&mut g, BinaryOp::Add, x[1], mb);
+    g.add_output("y", y);
+    check(g, &["reshape", "reshape", "gemm", "reshape"]);
+}
+
+#[test]
+fn conv_relu_after_batchnorm_folding() {
+    // relu(conv(x)·s + t) => conv_impl(x, w·s, t; relu)
+    let (mut g, x) = graph(&[&[1, 3, 8, 8]]);
+    let c = conv2d(&mut g, x[0], 4, 3);
+    let s = konst(&mut g, &[4, 1, 1], 7);
+    let t = konst(&mut g, &[4, 1, 1], 8);
+    let m = bin(&mut g, BinaryOp::Mul, c, s);
+    let a = bin(&mut g, BinaryOp::Add, m, t);
+    let y = op(&mut g, Op::Unary(UnaryOp::Relu), &[a]);
+    g.add_output("y", y);
+    let o = optimized(&g);
+    check(g, &["conv_impl"]);
+    assert!(attrs_of(&o, "conv_impl")[0].contains("relu=true"));
+}
+
+#[test]
+fn elementwise_chain_fuses() {
+    // relu(x·y + z) => fused(z, x, y) {relu(add($0, mul($1, $2)))}
+    let (mut g, x) = graph(&[&[3, 5], &[3, 5], &[5]]);
+    let m = bin(&mut g, BinaryOp::Mul, x[0], x[1]);
+    let a = bin(&mut g, BinaryOp::Add, m, x[2]);
+    let y = op(&mut g, Op::Unary(UnaryOp::Relu), &[a]);
+    g.add_output("y", y);
+    let o = optimized(&g);
+    check(g, &["fused"]);
+    assert_eq!(
+        attrs_of(&o, "fused"),
+        ["expr=relu(add($0, mul($1, $2))) args=3"]
+    );
+}
+
+#[test]
+fn elementwise_chain_inlines_scalars_and_repeats_inputs() {
+    // tanh(x·2)·x => fused(x) {mul($0, tanh(mul($0, 2)))}
+    let (mut g, x) = graph(&[&[16]]);
+    let two = scalar(&mut g, 2.0);
+    let m = bin(&mut g, BinaryOp::Mul, x[0], two);
+    let t = op(&mut g, Op::Unary(UnaryOp::Tanh), &[m]);
+    let y = bin(&mut g, BinaryOp::Mul, t, x[0]);
+    g.add_output("y", y);
+    let o = optimized(&g);
+    check(g, &["fused"]);
+    assert_eq!(
+        attrs_of(&o, "fused"),
+        ["expr=mul($0, tanh(mul($0, 2))) args=1"]
+    );
+}
+
+#[test]
+fn shared_or_broadcast_values_are_not_fused() {
+    // a = x + y used twice, b = exp(v) [1,5] broadcast into [3,5]: nothing fuses
+    let (mut g, x) = graph(&[&[3, 5], &[3, 5], &[1, 5]]);
+    let a = bin(&mut g, BinaryOp::Add, x[0], x[1]);
+    let r = op(&mut g, Op::Unary(UnaryOp::Relu), &[a]);
+    let e = op(&mut g, Op::Unary(UnaryOp::Exp), &[x[2]]);
+    let s = bin(&mut g, BinaryOp::Sub, a, e);
+    g.add_output("r", r);
+    g.add_output("s", s);
+    check(g, &["add", "relu", "exp", "sub"]);
+}
+
+fn transpose(g: &mut Graph, x: ValueId, perm: &[usize]) -> ValueId {
+    op(
+        g,
+        Op::Transpose {
+            perm: perm.to_vec(),
+        },
+        &[x],
+    )
+}
+
+#[test]
+fn transpose_moves_through_unary_and_cancels() {
+    // transpose(sigmoid(transpose(x, p)), p⁻¹) => sigmoid(x)
+    let (mut g, x) = graph(&[&[2, 3, 4]]);
+    let t = transpose(&mut g, x[0], &[2, 0, 1]);
+    let s = op(&mut g, Op::Unary(UnaryOp::Sigmoid), &[t]);
+    let y = transpose(&mut g, s, &[1, 2, 0]);
+    g.add_output("y", y);
+    check(g, &["sigmoid"]);
+}
+
+#[test]
+fn transpose_moves_through_binary_and_cancels() {
+    // transpose(transpose(x, p) · transpose(y, p), p⁻¹) => x·y
+    let (mut g, x) = graph(&[&[2, 3, 4], &[2, 1, 4]]);
+    let a = transpose(&mut g, x[0], &[0, 2, 1]);
+    let b = transpose(&mut g, x[1], &[0, 2, 1]);
+    let m = bin(&mut g, BinaryOp::Mul, a, b);
+    let y = transpose(&mut g, m, &[0, 2, 1]);
+    g.add_output("y", y);
+    check(g, &["mul"]);
+}
+
+#[test]
+fn transpose_moves_through_constant_operand() {
+    // transpose(k − transpose(x, p), p⁻¹) => k' − x with k' = transpose(k, p⁻¹)
+    let (mut g, x) = graph(&[&[2, 3, 4]]);
+    let k = konst(&mut g, &[4, 2, 1], 3);
+    let t = transpose(&mut g, x[0], &[2, 0, 1]);
+    let s = bin(&mut g, BinaryOp::Sub, k, t);
+    let y = transpose(&mut g, s, &[1, 2, 0]);
+    g.add_output("y", y);
+    check(g, &["sub"]);
+}
+
+#[test]
+fn transpose_through_chain_merges() {
+    // transpose(relu(transpose(x, p) + 1), q) => transpose(fused(x), p∘q)
+    let (mut g, x) = graph(&[&[2, 3, 4]]);
+    let one = scalar(&mut g, 1.0);
+    let t = transpose(&mut g, x[0], &[2, 0, 1]);
+    let a = bin(&mut g, BinaryOp::Add, t, one);
+    let r = op(&mut g, Op::Unary(UnaryOp::Relu), &[a]);
+    let y = transpose(&mut g, r, &[0, 2, 1]);
+    g.add_output("y", y);
+    check(g, &["fused", "transpose"]);
+}
+
+#[test]
+fn conv_residual_relu_epilogue() {
+    // relu(conv(x)·s + t + r) => conv_impl(x, w·s, t, r; relu)
+    let (mut g, x) = graph(&[&[1, 3, 8, 8], &[1, 4, 8, 8]]);
+    let c = conv2d(&mut g, x[0], 4, 3);
+    let s = konst(&mut g, &[4, 1, 1], 7);
+    let t = konst(&mut g, &[4, 1, 1], 8);
+    let m = bin(&mut g, BinaryOp::Mul, c, s);
+    let a = bin(&mut g, BinaryOp::Add, m, t);
+    let res = bin(&mut g, BinaryOp::Add, x[1], a);
+    let y = op(&mut g, Op::Unary(UnaryOp::Relu), &[res]);
+    g.add_output("y", y);
+    let o = optimized(&g);
+    check(g, &["conv_impl"]);
+    let at = &attrs_of(&o, "conv_impl")[0];
+    assert!(at.contains("relu=true") && at.ends_with("args=4"), "{at}");
+}
+
+#[test]
+fn transposes_meet_across_unit_reshape() {
+    // transpose(reshape(transpose(x, p), [1, …]), q) => reshape + one transpose
+    let (mut g, x) = graph(&[&[6, 4, 5]]);
+    let t = transpose(&mut g, x[0], &[1, 0, 2]);
+    let r = op(
+        &mut g,
+        Op::Reshape {
+            shape: vec![1, 4, 6, 5],
+        },
+        &[t],
+    );
+    let y = transpose(&mut g, r, &[0, 1, 3, 2]);
+    g.add_output("y", y);
+    check(g, &["reshape", "transpose"]);
+}
+
+#[test]
+fn conv_plus_conv_residual_is_target_independent() {
+    // conv3x3(x) + conv1x1(x) => the 3×3 conv (larger weight) takes the 1×1 as residual, on every target
+    let (mut g, x) = graph(&[&[1, 4, 8, 8]]);
+    let a = conv2d(&mut g, x[0], 4, 4);
+    let w1 = konst(&mut g, &[4, 4, 1, 1], 5);
+    let b = op(
+        &mut g,
+        Op::Conv {
+            window: Window {
+                kernel: vec![1, 1],
+                strides: vec![1, 1],
+                dilations: vec![1, 1],
+                pads: vec![0; 4],
+                ceil_mode: false,
+            },
+            group: 1,
+        },
+        &[x[0], w1],
+    );
+    let s = bin(&mut g, BinaryOp::Add, b, a);
+    let y = op(&mut g, Op::Unary(UnaryOp::Relu), &[s]);
+    g.add_output("y", y);
+    let fused = |m: Machine| {
+        let o = optimize(&g, &m, &Limits::default()).0;
+        o.ids()
+            .filter_map(|i| match &o.value(i).kind {
+                ValueKind::Op { op, args } if args.len() == 4 => Some(o.ty(args[1]).shape.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    for m in [
+        Machine::x86_64_sse(),
+        Machine::x86_64_avx512(),
+        Machine::aarch64(),
+    ] {
+        assert_eq!(fused(m), [vec![4, 4, 3, 3]]);
+    }
+    check(g, &["conv_impl", "conv_impl"]);
+}

@@ -515,6 +515,7 @@ pub(super) fn gemm(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         beta: n.attr_float("beta", 1.0)?.into(),
         trans_a: n.attr_bool("transA", false)?,
         trans_b: n.attr_bool("transB", false)?,
+        relu: false,
     };
     let mut args = vec![c.input(n, 0)?, c.input(n, 1)?];
     args.extend(c.opt_input(n, 2)?);
