@@ -6,6 +6,8 @@ use super::gemm::{self, Bias, GemmSpec, Strides};
 use super::kb::{InsExt, Kb};
 use super::movement;
 use super::parallel;
+use super::x86;
+use super::x86::im2col as x86im2col;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
@@ -54,8 +56,10 @@ impl ConvGeom {
     }
 
     /// Bytes of one im2col block of `rows` output rows.
+    /// Columns are rounded up to whole 16-lane vectors: the assembled
+    /// im2col writes the GEMM's packed layout, whose tail panel is padded.
     fn block_bytes(&self, rows: usize) -> usize {
-        4 * (self.c / self.group) * self.kh * self.kw * rows * self.ow
+        4 * (self.c / self.group) * self.kh * self.kw * (rows * self.ow).next_multiple_of(16)
     }
 
     /// (image, group, chunk) items with chunks of `rows` output rows.
@@ -279,8 +283,137 @@ impl<'g> Items<'g> {
         };
         im2col(k, g, xin, s, r0, self.rows);
         let cc = k.index(c, r0, (4 * g.ow) as i64);
+        if self.packed_im2col(k, xin, s, r0, chunk) {
+            gemm::emit_packed_b(k, &self.spec, a, s, cc, bi);
+            return;
+        }
+        im2col(k, g, xin, s, r0, self.rows);
         gemm::emit(k, &self.spec, a, s, cc, bi);
     }
+
+    /// Unfolds the chunk at `r0` with the assembled im2col straight into
+    /// the packed B layout of the GEMM, when the target has both (AVX-512,
+    /// unit column stride). False (nothing emitted) otherwise.
+    fn packed_im2col(
+        &self,
+        k: &mut Kb,
+        x: Value,
+        col: Value,
+        r0: Value,
+        chunk: Option<Value>,
+    ) -> bool {
+        let g = self.g;
+        if g.stride[1] != 1 || std::env::var_os("NNC_NO_ASM_IM2COL").is_some() {
+            return false;
+        }
+        // The GEMM's bias argument only matters for the availability check.
+        let bias = self.has_bias.then_some(x);
+        let Some(nr) = gemm::packed_b_nr(k, &self.spec, bias) else {
+            return false;
+        };
+        let kdim = self.spec.k;
+        // Chunks with the same output-row validity share one function.
+        let mut groups: Vec<(x86im2col::Im2col, Vec<usize>)> = Vec::new();
+        for ch in 0..self.chunks {
+            let mut row_ok = Vec::with_capacity(self.rows * g.kh);
+            for rr in 0..self.rows {
+                for t in 0..g.kh {
+                    let ih = ((ch * self.rows + rr) * g.stride[0] + t * g.dil[0]) as i64
+                        - g.pad[0] as i64;
+                    row_ok.push((0..g.h as i64).contains(&ih));
+                }
+            }
+            let spec = x86im2col::Im2col {
+                w: g.w,
+                plane: g.h * g.w,
+                kh: g.kh,
+                kw: g.kw,
+                stride_h: g.stride[0],
+                dil: g.dil,
+                pad: g.pad,
+                rows: self.rows,
+                ow: g.ow,
+                row_ok,
+                nr,
+                k: kdim,
+            };
+            match groups.iter_mut().find(|e| e.0 == spec) {
+                Some(e) => e.1.push(ch),
+                None => groups.push((spec, vec![ch])),
+            }
+        }
+        // The largest group is the fallthrough; the others are tested one
+        // chunk index at a time.
+        groups.sort_by_key(|e| std::cmp::Reverse(e.1.len()));
+        let tested: usize = groups[1..].iter().map(|e| e.1.len()).sum();
+        if tested > 8 || groups[0].0.vectors() > x86im2col::MAX_VECTORS {
+            return false;
+        }
+        let mut fns = Vec::new();
+        for (spec, chunks) in &groups {
+            let key = format!("im2col {spec:?}");
+            let Some(be) = k.asm() else { return false };
+            let Some(f) = be.raw(&key, &mut || x86im2col::assemble(spec).ok()) else {
+                return false;
+            };
+            fns.push((f, chunks.clone()));
+        }
+        let (full, _) = groups[0].0.panels();
+        let taps = g.kh * g.kw;
+        let (wt, cg) = (groups[0].0.panels().1, g.c / g.group);
+        let xb = k.index(x, r0, (4 * g.stride[0] * g.w) as i64);
+        let colt = k.offset(col, (4 * full * nr * kdim) as i64);
+        let chunk = chunk.unwrap_or(r0);
+        let width = self.rows * g.ow;
+        let tasks =
+            parallel::tasks_for(cg, cg * taps * width, 1 << 16, 1 << 14, parallel::MAX_TASKS);
+        let call = |k: &mut Kb, x: Value, col: Value, colt: Value, nch: Value, chunk: Value| {
+            dispatch(k, &fns, chunk, &[x, col, colt, nch]);
+        };
+        if tasks <= 1 {
+            let nch = k.iconst(cg as i64);
+            call(k, xb, col, colt, nch, chunk);
+        } else {
+            // Channels write disjoint rows of every panel.
+            parallel::parallel_items(k, cg, tasks, &[xb, col, colt, chunk], &mut |k, p, c, _| {
+                let x = k.index(p[0], c, (4 * g.h * g.w) as i64);
+                let col = k.index(p[1], c, (4 * taps * nr) as i64);
+                let colt = k.index(p[2], c, (4 * taps * wt) as i64);
+                let one = k.iconst(1);
+                call(k, x, col, colt, one, p[3]);
+            });
+        }
+        true
+    }
+}
+
+type AsmFn = (cranelift_module::FuncId, cranelift_codegen::ir::Signature);
+
+/// Calls the function of the group holding `chunk` (the first is the default).
+fn dispatch(k: &mut Kb, fns: &[(AsmFn, Vec<usize>)], chunk: Value, args: &[Value]) {
+    let call = |k: &mut Kb, f: &AsmFn| {
+        let fref = x86::backend::import_function(k.b.func, f.0, f.1.clone());
+        k.b.ins().call(fref, args);
+    };
+    let Some((last, rest)) = fns[1..].split_last() else {
+        call(k, &fns[0].0);
+        return;
+    };
+    let mut cond = None;
+    for &ch in &last.1 {
+        let eq = k.b.ins().icmp_imm_s(IntCC::Equal, chunk, ch as i64);
+        cond = Some(match cond {
+            Some(c) => k.b.ins().bor(c, eq),
+            None => eq,
+        });
+    }
+    let mut others = vec![fns[0].clone()];
+    others.extend(rest.iter().cloned());
+    k.if_else(
+        cond.expect("group has a chunk"),
+        |k| call(k, &last.0),
+        |k| dispatch(k, &others, chunk, args),
+    );
 }
 
 /// Unfolds output rows r0..r0+rows of one group of one image: row

@@ -174,6 +174,30 @@ pub fn emit_const_b(
     run(k, s, a, B::Packed(bp), c, bias)
 }
 
+/// Panel width (columns) of B in [`x86::pack_b`]'s layout when `s` runs on
+/// an assembled AVX-512 kernel reading B pre-packed, so a producer (im2col)
+/// can write that layout itself; None otherwise.
+pub fn packed_b_nr(k: &mut Kb, s: &GemmSpec, bias: Option<Value>) -> Option<usize> {
+    if !asm_ok(s, bias) {
+        return None;
+    }
+    let be = k.asm()?;
+    let level = be.level();
+    if level != x86::Level::Avx512 {
+        return None;
+    }
+    let spec = asm_spec(s, true);
+    be.gemm(&spec)?;
+    Some(x86::tiling(&spec, level).nv * level.lanes())
+}
+
+/// The GEMM with B already in [`x86::pack_b`]'s layout at `b` (run time
+/// data); only after [`packed_b_nr`] said yes.
+pub fn emit_packed_b(k: &mut Kb, s: &GemmSpec, a: Value, b: Value, c: Value, bias: Option<Value>) {
+    let ok = run(k, s, a, B::Packed(b), c, bias);
+    assert!(ok, "packed-B GEMM without an assembled kernel");
+}
+
 /// The assembled kernels support this epilogue with these arguments.
 fn asm_ok(s: &GemmSpec, bias: Option<Value>) -> bool {
     // Tiny products (attention with small heads) cost less inline than a

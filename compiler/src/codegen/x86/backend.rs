@@ -16,6 +16,13 @@ pub trait GemmBackend {
     /// The function `void f(A, B, C, bias)` computing `spec`; None if it
     /// cannot be assembled (the caller falls back to Cranelift code).
     fn gemm(&mut self, spec: &AsmGemm) -> Option<(FuncId, Signature)>;
+    /// Another assembled function with the same four-argument signature
+    /// (e.g. an im2col), made by `make` on first use of `key`.
+    fn raw(
+        &mut self,
+        key: &str,
+        make: &mut dyn FnMut() -> Option<Vec<u8>>,
+    ) -> Option<(FuncId, Signature)>;
     /// Read-only, 64-byte aligned data object `key`, made by `make` on first use.
     fn data(&mut self, key: &str, make: &mut dyn FnMut() -> Vec<u8>) -> Option<DataId>;
 }
@@ -73,6 +80,30 @@ impl<M: Module> GemmBackend for ModuleBackend<'_, M> {
             let t = super::tiling(spec, level);
             eprintln!("{name}: {spec:?} {t:?} ({} bytes)", bytes.len());
         }
+        self.state.funcs.insert(key, id);
+        Some((id, sig))
+    }
+
+    fn raw(
+        &mut self,
+        key: &str,
+        make: &mut dyn FnMut() -> Option<Vec<u8>>,
+    ) -> Option<(FuncId, Signature)> {
+        self.level?;
+        let sig = self.signature();
+        let key = format!("raw {key}");
+        if let Some(&id) = self.state.funcs.get(&key) {
+            return Some((id, sig));
+        }
+        let bytes = make()?;
+        let name = format!("{}__asm{}", self.prefix, self.state.funcs.len());
+        let id = self
+            .module
+            .declare_function(&name, Linkage::Local, &sig)
+            .ok()?;
+        self.module
+            .define_function_bytes(id, 64, &bytes, &[])
+            .ok()?;
         self.state.funcs.insert(key, id);
         Some((id, sig))
     }
