@@ -281,7 +281,6 @@ impl<'g> Items<'g> {
             Some(ch) => k.b.ins().imul_imm_s(ch, self.rows as i64),
             None => k.iconst(0),
         };
-        im2col(k, g, xin, s, r0, self.rows);
         let cc = k.index(c, r0, (4 * g.ow) as i64);
         if self.packed_im2col(k, xin, s, r0, chunk) {
             gemm::emit_packed_b(k, &self.spec, a, s, cc, bi);
