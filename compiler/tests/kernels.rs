@@ -2162,122 +2162,32 @@ fn attention() {
 /// Im2col convs large enough for the assembled GEMM, so on AVX-512 the
 /// im2col writes the packed B layout directly: odd widths (vector tails
 /// spanning output rows), chunks with different padded rows, dilation,
-/// groups, a 1×1 output, row strides, and narrow M (64-column panels).
+/// groups, a 1×1 output, row strides, narrow M (64-column panels), and
+/// narrow chunks computed as the transposed product.
 #[test]
 fn conv_packed_im2col() {
     use nnc_compiler::ir::ConvAlgo;
     let mut ck = Checker::new("conv packed im2col");
     let mut rng = Rng::new(29);
     #[allow(clippy::type_complexity)]
-    let cases: Vec<(
-        Vec<usize>,
-        Vec<usize>,
-        [usize; 2],
-        [usize; 2],
-        [usize; 4],
-        usize,
-        usize,
-    )> = vec![
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<usize>, Vec<usize>, [usize; 2], [usize; 2], [usize; 4], usize, usize)> = vec![
         // x, w, strides, dilations, pads, group, chunk rows
-        (
-            vec![1, 8, 17, 17],
-            vec![16, 8, 3, 3],
-            [1, 1],
-            [1, 1],
-            [1, 1, 1, 1],
-            1,
-            17,
-        ),
-        (
-            vec![1, 8, 18, 18],
-            vec![16, 8, 3, 3],
-            [1, 1],
-            [1, 1],
-            [1, 1, 1, 1],
-            1,
-            6,
-        ),
-        (
-            vec![2, 4, 13, 63],
-            vec![32, 4, 3, 3],
-            [1, 1],
-            [1, 2],
-            [0, 1, 2, 1],
-            1,
-            13,
-        ),
-        (
-            vec![1, 3, 5, 65],
-            vec![64, 3, 3, 3],
-            [2, 1],
-            [1, 1],
-            [1, 1, 1, 1],
-            1,
-            3,
-        ),
-        (
-            vec![1, 32, 1, 1],
-            vec![256, 32, 3, 3],
-            [1, 1],
-            [1, 1],
-            [1, 1, 1, 1],
-            1,
-            1,
-        ),
-        (
-            vec![1, 16, 3, 3],
-            vec![64, 16, 3, 3],
-            [1, 1],
-            [1, 1],
-            [1, 1, 1, 1],
-            1,
-            3,
-        ),
-        (
-            vec![1, 16, 12, 12],
-            vec![32, 8, 3, 3],
-            [1, 1],
-            [1, 1],
-            [1, 1, 1, 1],
-            2,
-            4,
-        ),
-        (
-            vec![1, 4, 20, 20],
-            vec![24, 4, 3, 3],
-            [1, 1],
-            [2, 2],
-            [2, 2, 2, 2],
-            1,
-            5,
-        ),
-        (
-            vec![1, 16, 16, 16],
-            vec![5, 16, 3, 3],
-            [1, 1],
-            [1, 1],
-            [1, 1, 1, 1],
-            1,
-            8,
-        ),
-        (
-            vec![1, 32, 7, 7],
-            vec![64, 32, 3, 3],
-            [1, 1],
-            [1, 1],
-            [1, 1, 1, 1],
-            1,
-            7,
-        ),
-        (
-            vec![1, 6, 11, 11],
-            vec![40, 6, 5, 2],
-            [1, 1],
-            [1, 1],
-            [3, 0, 1, 2],
-            1,
-            1,
-        ),
+        (vec![1, 8, 17, 17], vec![16, 8, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 17),
+        (vec![1, 8, 18, 18], vec![16, 8, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 6),
+        (vec![2, 4, 13, 63], vec![32, 4, 3, 3], [1, 1], [1, 2], [0, 1, 2, 1], 1, 13),
+        (vec![1, 3, 5, 65], vec![64, 3, 3, 3], [2, 1], [1, 1], [1, 1, 1, 1], 1, 3),
+        (vec![1, 32, 1, 1], vec![256, 32, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 1),
+        (vec![1, 16, 3, 3], vec![64, 16, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 3),
+        (vec![1, 16, 12, 12], vec![32, 8, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 2, 4),
+        (vec![1, 4, 20, 20], vec![24, 4, 3, 3], [1, 1], [2, 2], [2, 2, 2, 2], 1, 5),
+        (vec![1, 16, 16, 16], vec![5, 16, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 8),
+        (vec![1, 32, 7, 7], vec![64, 32, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 7),
+        (vec![1, 6, 11, 11], vec![40, 6, 5, 2], [1, 1], [1, 1], [3, 0, 1, 2], 1, 1),
+        // Narrow chunks (N < 64, not whole vectors): the transposed product.
+        (vec![1, 16, 12, 12], vec![48, 16, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 3),
+        (vec![2, 32, 5, 5], vec![40, 32, 3, 3], [1, 1], [1, 1], [0, 0, 0, 0], 1, 3),
+        (vec![1, 24, 9, 7], vec![33, 24, 3, 3], [2, 1], [1, 1], [1, 1, 1, 1], 1, 5),
     ];
     for (xs, ws, strides, dil, pads, group, rows) in cases {
         for (bias, relu) in [(false, false), (true, true)] {

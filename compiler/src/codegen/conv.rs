@@ -59,7 +59,23 @@ impl ConvGeom {
     /// Columns are rounded up to whole 16-lane vectors: the assembled
     /// im2col writes the GEMM's packed layout, whose tail panel is padded.
     fn block_bytes(&self, rows: usize) -> usize {
-        4 * (self.c / self.group) * self.kh * self.kw * (rows * self.ow).next_multiple_of(16)
+        let n = rows * self.ow;
+        let col = 4 * (self.c / self.group) * self.kh * self.kw * n.next_multiple_of(16);
+        col + if self.transposable(rows) {
+            4 * n * self.m
+        } else {
+            0
+        }
+    }
+
+    /// Chunks of `rows` output rows narrower than a few vectors leave most
+    /// lanes of a column panel idle (ResNet's 7×7 layers: N = 49 of 64).
+    /// Such convs may compute the transposed product `colᵀ·Wᵀ` (output
+    /// channels as columns, weights pre-packed at compile time) into scratch
+    /// and transpose it: this reserves that scratch.
+    fn transposable(&self, rows: usize) -> bool {
+        let n = rows * self.ow;
+        self.group == 1 && n < 64 && !n.is_multiple_of(16) && self.m >= 32 && self.stride[1] == 1
     }
 
     /// (image, group, chunk) items with chunks of `rows` output rows.
@@ -162,6 +178,7 @@ pub fn emit(
     y: Value,
     scratch: Option<Value>,
     relu: bool,
+    wconst: Option<&gemm::ConstB>,
 ) {
     let pointwise = g.is_pointwise() || g.scratch_bytes() == 0;
     // No scratch also when it would be empty (zero input channels: K = 0
@@ -175,7 +192,7 @@ pub fn emit(
     caps.extend(scratch);
     caps.extend(bias);
     let rows = if pointwise { g.oh.max(1) } else { g.rows() };
-    let serial = Items::new(g, rows, pointwise, bias.is_some(), relu);
+    let serial = Items::new(g, rows, pointwise, bias.is_some(), relu, wconst);
     let tasks = g.item_tasks();
     let prows = if pointwise { rows } else { g.par_rows() };
     if prows == rows || tasks <= 1 || k.threads.is_none() {
@@ -185,7 +202,7 @@ pub fn emit(
         return;
     }
     // Tasks take finer chunks than the serial code (see `par_rows`).
-    let par = Items::new(g, prows, pointwise, bias.is_some(), relu);
+    let par = Items::new(g, prows, pointwise, bias.is_some(), relu, wconst);
     parallel::parallel_items_or(
         k,
         par.count(),
@@ -205,6 +222,8 @@ pub fn emit(
 /// rows (one chunk of all rows when pointwise).
 struct Items<'g> {
     g: &'g ConvGeom,
+    /// The weights when constant (for the transposed product).
+    wconst: Option<&'g gemm::ConstB<'g>>,
     rows: usize,
     chunks: usize,
     spec: GemmSpec,
@@ -213,7 +232,14 @@ struct Items<'g> {
 }
 
 impl<'g> Items<'g> {
-    fn new(g: &'g ConvGeom, rows: usize, pointwise: bool, has_bias: bool, relu: bool) -> Self {
+    fn new(
+        g: &'g ConvGeom,
+        rows: usize,
+        pointwise: bool,
+        has_bias: bool,
+        relu: bool,
+        wconst: Option<&'g gemm::ConstB<'g>>,
+    ) -> Self {
         let kdim = g.c / g.group * g.kh * g.kw;
         let ohw = g.oh * g.ow;
         let spec = GemmSpec {
@@ -233,6 +259,7 @@ impl<'g> Items<'g> {
         let chunks = if pointwise { 1 } else { g.oh.max(1) / rows };
         Items {
             g,
+            wconst,
             rows,
             chunks,
             spec,
@@ -282,12 +309,92 @@ impl<'g> Items<'g> {
             None => k.iconst(0),
         };
         let cc = k.index(c, r0, (4 * g.ow) as i64);
-        if self.packed_im2col(k, xin, s, r0, chunk) {
-            gemm::emit_packed_b(k, &self.spec, a, s, cc, bi);
+        if self.transposed(k, xin, s, r0, chunk, a, cc, bi) {
             return;
+        }
+        let nr = if g.stride[1] == 1 {
+            let bias = self.has_bias.then_some(x);
+            gemm::packed_b_nr(k, &self.spec, bias)
+        } else {
+            None
+        };
+        if let Some(nr) = nr {
+            if self.packed_im2col(k, xin, s, r0, chunk, nr) {
+                gemm::emit_packed_b(k, &self.spec, a, s, cc, bi);
+                return;
+            }
         }
         im2col(k, g, xin, s, r0, self.rows);
         gemm::emit(k, &self.spec, a, s, cc, bi);
+    }
+
+    /// The chunk as `Cᵀ = colᵀ·Wᵀ` (see [`ConvGeom::transposable`]): the
+    /// im2col writes `[K, wt]` rows (wt = N rounded up to 16), read as Aᵀ
+    /// with unit row stride; the weights are B, pre-packed at compile time;
+    /// the `[N, M]` product lands in scratch after the im2col block and is
+    /// transposed into the output. False (nothing emitted) when unavailable.
+    #[allow(clippy::too_many_arguments)]
+    fn transposed(
+        &self,
+        k: &mut Kb,
+        x: Value,
+        col: Value,
+        r0: Value,
+        chunk: Option<Value>,
+        a: Value,
+        cc: Value,
+        bias: Option<Value>,
+    ) -> bool {
+        let g = self.g;
+        let Some(wc) = self.wconst else { return false };
+        if !g.transposable(self.rows) || std::env::var_os("NNC_NO_CONV_T").is_some() {
+            return false;
+        }
+        let (n, m, kdim) = (self.spec.n, self.spec.m, self.spec.k);
+        let wt = n.next_multiple_of(16);
+        let spec_t = GemmSpec {
+            m: n,
+            n: m,
+            k: kdim,
+            a: Strides { row: 1, col: wt },
+            b_row: m,
+            c_row: m,
+            alpha: 1.0,
+            bias: self.has_bias.then_some(Bias {
+                strides: Strides { row: 0, col: 1 },
+                beta: 1.0,
+            }),
+            relu: self.spec.relu,
+        };
+        if !gemm::const_b_available(k, &spec_t, bias)
+            || k.asm().map(|be| be.level()) != Some(x86::Level::Avx512)
+        {
+            return false;
+        }
+        if !self.packed_im2col(k, x, col, r0, chunk, wt) {
+            return false;
+        }
+        let ct = k.offset(col, (4 * kdim * wt) as i64);
+        if !gemm::emit_const_b(k, &spec_t, col, wc, ct, bias) {
+            // Cannot happen after the check above; stay correct anyway.
+            let s = GemmSpec {
+                b_row: wt,
+                ..self.spec.clone()
+            };
+            gemm::emit(k, &s, a, col, cc, bias);
+            return true;
+        }
+        // y[i, j] = ct[j, i], rows of the output strided by the plane.
+        let c_row = self.spec.c_row;
+        k.for_range(0, m as i64, 1, |k, i| {
+            let src = k.index(ct, i, 4);
+            let dst = k.index(cc, i, (4 * c_row) as i64);
+            for j in 0..n {
+                let v = k.load(cranelift_codegen::ir::types::F32, src, (4 * j * m) as i64);
+                k.store(v, dst, (4 * j) as i64);
+            }
+        });
+        true
     }
 
     /// Unfolds the chunk at `r0` with the assembled im2col straight into
@@ -300,16 +407,12 @@ impl<'g> Items<'g> {
         col: Value,
         r0: Value,
         chunk: Option<Value>,
+        nr: usize,
     ) -> bool {
         let g = self.g;
         if g.stride[1] != 1 || std::env::var_os("NNC_NO_ASM_IM2COL").is_some() {
             return false;
         }
-        // The GEMM's bias argument only matters for the availability check.
-        let bias = self.has_bias.then_some(x);
-        let Some(nr) = gemm::packed_b_nr(k, &self.spec, bias) else {
-            return false;
-        };
         let kdim = self.spec.k;
         // Chunks with the same output-row validity share one function.
         let mut groups: Vec<(x86im2col::Im2col, Vec<usize>)> = Vec::new();

@@ -191,6 +191,14 @@ pub fn packed_b_nr(k: &mut Kb, s: &GemmSpec, bias: Option<Value>) -> Option<usiz
     Some(x86::tiling(&spec, level).nv * level.lanes())
 }
 
+/// An assembled kernel with pre-packed constant B exists for `s`
+/// ([`emit_const_b`] will not decline).
+pub fn const_b_available(k: &mut Kb, s: &GemmSpec, bias: Option<Value>) -> bool {
+    asm_ok(s, bias)
+        && k.asm()
+            .is_some_and(|be| be.gemm(&asm_spec(s, true)).is_some())
+}
+
 /// The GEMM with B already in [`x86::pack_b`]'s layout at `b` (run time
 /// data); only after [`packed_b_nr`] said yes.
 pub fn emit_packed_b(k: &mut Kb, s: &GemmSpec, a: Value, b: Value, c: Value, bias: Option<Value>) {
