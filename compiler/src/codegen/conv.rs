@@ -75,7 +75,7 @@ impl ConvGeom {
     /// and transpose it: this reserves that scratch.
     fn transposable(&self, rows: usize) -> bool {
         let n = rows * self.ow;
-        self.group == 1 && n < 64 && !n.is_multiple_of(16) && self.m >= 32 && self.stride[1] == 1
+        self.group == 1 && n < 64 && !n.is_multiple_of(16) && self.m >= 32 && self.stride[1] <= 2
     }
 
     /// (image, group, chunk) items with chunks of `rows` output rows.
@@ -312,7 +312,7 @@ impl<'g> Items<'g> {
         if self.transposed(k, xin, s, r0, chunk, a, cc, bi) {
             return;
         }
-        let nr = if g.stride[1] == 1 {
+        let nr = if g.stride[1] <= 2 {
             let bias = self.has_bias.then_some(x);
             gemm::packed_b_nr(k, &self.spec, bias)
         } else {
@@ -410,7 +410,7 @@ impl<'g> Items<'g> {
         nr: usize,
     ) -> bool {
         let g = self.g;
-        if g.stride[1] != 1 || std::env::var_os("NNC_NO_ASM_IM2COL").is_some() {
+        if g.stride[1] > 2 || std::env::var_os("NNC_NO_ASM_IM2COL").is_some() {
             return false;
         }
         let kdim = self.spec.k;
@@ -431,6 +431,7 @@ impl<'g> Items<'g> {
                 kh: g.kh,
                 kw: g.kw,
                 stride_h: g.stride[0],
+                stride_w: g.stride[1],
                 dil: g.dil,
                 pad: g.pad,
                 rows: self.rows,

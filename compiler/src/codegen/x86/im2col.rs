@@ -33,6 +33,8 @@ pub struct Im2col {
     pub kh: usize,
     pub kw: usize,
     pub stride_h: usize,
+    /// Column stride: 1, or 2 (pairs of loads and an even-lane `vpermt2ps`).
+    pub stride_w: usize,
     pub dil: [usize; 2],
     pub pad: [usize; 2],
     /// Output rows in the chunk and their width.
@@ -95,14 +97,14 @@ fn segments(g: &Im2col, j0: usize, t: usize, u: usize) -> Vec<Seg> {
         if !g.row_ok[rr * g.kh + t] {
             continue;
         }
-        let iw = o as i64 + (u * g.dil[1]) as i64 - g.pad[1] as i64;
+        let iw = (o * g.stride_w + u * g.dil[1]) as i64 - g.pad[1] as i64;
         if iw < 0 || iw >= g.w as i64 {
             continue;
         }
         let ih = (rr * g.stride_h + t * g.dil[0]) as i64 - g.pad[0] as i64;
         let src = ih * g.w as i64 + iw;
         match segs.last_mut() {
-            Some(s) if s.l1 == l && s.src + (l - s.l0) as i64 == src => s.l1 = l + 1,
+            Some(s) if s.l1 == l && s.src + ((l - s.l0) * g.stride_w) as i64 == src => s.l1 = l + 1,
             _ => segs.push(Seg {
                 l0: l,
                 l1: l + 1,
@@ -123,7 +125,11 @@ pub fn assemble(g: &Im2col) -> Result<Vec<u8>, String> {
 }
 
 fn gen(g: &Im2col) -> Result<Vec<u8>, AsmError> {
-    if g.nr == 0 || !g.nr.is_multiple_of(16) || g.row_ok.len() != g.rows * g.kh {
+    if g.nr == 0
+        || !g.nr.is_multiple_of(16)
+        || g.row_ok.len() != g.rows * g.kh
+        || !(1..=2).contains(&g.stride_w)
+    {
         return Err(AsmError("bad im2col spec".into()));
     }
     let mut a = CodeAssembler::new(64)?;
@@ -135,6 +141,10 @@ fn gen(g: &Im2col) -> Result<Vec<u8>, AsmError> {
     a.test(rcx, rcx)?;
     a.je(end)?;
     a.vpxord(z(31), z(31), z(31))?;
+    let mut l_idx = a.create_label();
+    if g.stride_w == 2 {
+        a.vmovups(z(30), zmmword_ptr(l_idx))?;
+    }
     a.set_label(&mut top)?;
     // Masks currently in k2..k7 (valid within one iteration of the body).
     let mut kregs: Vec<(u16, usize)> = Vec::new();
@@ -159,23 +169,64 @@ fn gen(g: &Im2col) -> Result<Vec<u8>, AsmError> {
                 } else {
                     let x = z(reg % 8);
                     reg += 1;
-                    if segs.len() == 1 && segs[0].l0 == 0 && segs[0].l1 == 16 {
+                    let mut kmask = |a: &mut CodeAssembler, mask: u16| -> Result<usize, AsmError> {
+                        Ok(match kregs.iter().find(|e| e.0 == mask) {
+                            Some(&(_, r)) => r,
+                            None => {
+                                let r = next_k % 6;
+                                next_k += 1;
+                                kregs.retain(|e| e.1 != r);
+                                kregs.push((mask, r));
+                                a.mov(eax, mask as u32)?;
+                                a.kmovw(kreg(r), eax)?;
+                                r
+                            }
+                        })
+                    };
+                    let whole = segs.len() == 1 && segs[0].l0 == 0 && segs[0].l1 == 16;
+                    if g.stride_w == 2 {
+                        // Lane l of a segment is element 2(l − l0) of the
+                        // 32 from its start: load both halves (only the
+                        // needed elements), keep the even ones, merge.
+                        if !whole {
+                            a.vpxord(x, x, x)?;
+                        }
+                        for s in &segs {
+                            let (lo, hi) = (z(8 + reg % 8), z(16 + reg % 8));
+                            let mut mlo = 0u16;
+                            let mut mhi = 0u16;
+                            for l in s.l0..s.l1 {
+                                let e = 2 * l;
+                                if e < 16 {
+                                    mlo |= 1 << e;
+                                } else {
+                                    mhi |= 1 << (e - 16);
+                                }
+                            }
+                            let start = s.src - 2 * s.l0 as i64;
+                            let dst_lo = if whole { x } else { lo };
+                            for (m, r, d) in [(mlo, dst_lo, 0), (mhi, hi, 16)] {
+                                if m == 0 {
+                                    a.vpxord(r, r, r)?;
+                                } else {
+                                    let kr = kmask(&mut a, m)?;
+                                    let mem = zmmword_ptr(rdi + disp(start + d)?);
+                                    a.vmovups(with_k(r, kr).z(), mem)?;
+                                }
+                            }
+                            a.vpermt2ps(dst_lo, z(30), hi)?;
+                            if !whole {
+                                let lanes = (((1u32 << (s.l1 - s.l0)) - 1) << s.l0) as u16;
+                                let kr = kmask(&mut a, lanes)?;
+                                a.vmovaps(with_k(x, kr), lo)?;
+                            }
+                        }
+                    } else if whole {
                         a.vmovups(x, zmmword_ptr(rdi + disp(segs[0].src)?))?;
                     } else {
                         for (i, s) in segs.iter().enumerate() {
                             let mask = (((1u32 << (s.l1 - s.l0)) - 1) << s.l0) as u16;
-                            let kr = match kregs.iter().find(|e| e.0 == mask) {
-                                Some(&(_, r)) => r,
-                                None => {
-                                    let r = next_k % 6;
-                                    next_k += 1;
-                                    kregs.retain(|e| e.1 != r);
-                                    kregs.push((mask, r));
-                                    a.mov(eax, mask as u32)?;
-                                    a.kmovw(kreg(r), eax)?;
-                                    r
-                                }
-                            };
+                            let kr = kmask(&mut a, mask)?;
                             let m = zmmword_ptr(rdi + disp(s.src - s.l0 as i64)?);
                             if i == 0 {
                                 a.vmovups(with_k(x, kr).z(), m)?;
@@ -201,6 +252,9 @@ fn gen(g: &Im2col) -> Result<Vec<u8>, AsmError> {
     a.set_label(&mut end)?;
     a.vzeroupper()?;
     a.ret()?;
+    a.set_label(&mut l_idx)?;
+    let idx: Vec<u32> = (0..16).map(|i| 2 * i).collect();
+    a.dd(&idx)?;
     Ok(a.assemble(0)?)
 }
 
