@@ -68,14 +68,24 @@ impl ConvGeom {
         }
     }
 
-    /// Chunks of `rows` output rows narrower than a few vectors leave most
-    /// lanes of a column panel idle (ResNet's 7×7 layers: N = 49 of 64).
-    /// Such convs may compute the transposed product `colᵀ·Wᵀ` (output
-    /// channels as columns, weights pre-packed at compile time) into scratch
-    /// and transpose it: this reserves that scratch.
+    /// Chunks of `rows` output rows narrower than a few vectors leave many
+    /// lanes of a column panel idle (N = 49 uses 49 of 64). Such convs may
+    /// compute the transposed product `colᵀ·Wᵀ` (output channels as
+    /// columns, weights pre-packed at compile time) into scratch and
+    /// transpose it: this reserves that scratch. Only for weights that stay
+    /// cache-resident (≤ 1 MiB): with ResNet's 4.7 and 9.4 MiB layer-4
+    /// weights streamed from memory through one B stream it measured 15–35%
+    /// slower in the model than the strided-broadcast orientation (and
+    /// 20% faster with warm caches in `gemm_bench`).
     fn transposable(&self, rows: usize) -> bool {
         let n = rows * self.ow;
-        self.group == 1 && n < 64 && !n.is_multiple_of(16) && self.m >= 32 && self.stride[1] <= 2
+        let kdim = self.c / self.group * self.kh * self.kw;
+        self.group == 1
+            && n < 64
+            && !n.is_multiple_of(16)
+            && self.m >= 32
+            && self.stride[1] <= 2
+            && 4 * kdim * self.m <= 1 << 20
     }
 
     /// (image, group, chunk) items with chunks of `rows` output rows.
