@@ -152,10 +152,12 @@ fn gen(g: &Im2col) -> Result<Vec<u8>, AsmError> {
     let mut kregs: Vec<(u16, usize)> = Vec::new();
     let mut next_k = 0usize;
     let mut reg = 0usize;
-    for t in 0..g.kh {
-        for u in 0..g.kw {
-            let tap = t * g.kw + u;
-            for j0 in (0..g.n()).step_by(16) {
+    // Column vectors outermost: away from the padding a vector's lane
+    // masks are the same for every tap, so they stay in the k registers.
+    for j0 in (0..g.n()).step_by(16) {
+        for t in 0..g.kh {
+            for u in 0..g.kw {
+                let tap = t * g.kw + u;
                 let p = j0 / g.nr;
                 // Element (row k, column j) of full panel p is at
                 // p·NR·K + k·NR + j − p·NR; of the tail at k·wt + j − full·NR.
