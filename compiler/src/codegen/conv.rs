@@ -483,7 +483,7 @@ impl<'g> Items<'g> {
         let call = |k: &mut Kb, x: Value, col: Value, colt: Value, nch: Value, chunk: Value| {
             dispatch(k, &fns, chunk, &[x, col, colt, nch]);
         };
-        if tasks <= 1 {
+        if tasks <= 1 || k.threads.is_none() {
             let nch = k.iconst(cg as i64);
             call(k, xb, col, colt, nch, chunk);
         } else {
