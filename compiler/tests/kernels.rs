@@ -1171,6 +1171,10 @@ fn pool() {
         (vec![2, 3], vec![2, 3], vec![2, 1], vec![1, 0, 0, 2]),
         (vec![5, 5], vec![1, 1], vec![1, 1], vec![2, 2, 2, 2]),
         (vec![1, 1], vec![2, 2], vec![1, 1], vec![0, 0, 0, 0]),
+        // Two-column stride-2 windows with padding (the vectorized pool's
+        // rows-first path).
+        (vec![2, 2], vec![2, 2], vec![1, 1], vec![1, 1, 0, 1]),
+        (vec![3, 2], vec![2, 2], vec![1, 1], vec![1, 1, 1, 0]),
     ];
     let w1: Vec<W> = vec![
         (vec![3], vec![2], vec![1], vec![1, 1]),
