@@ -1172,6 +1172,10 @@ fn pool() {
         (vec![2, 3], vec![2, 3], vec![2, 1], vec![1, 0, 0, 2]),
         (vec![5, 5], vec![1, 1], vec![1, 1], vec![2, 2, 2, 2]),
         (vec![1, 1], vec![2, 2], vec![1, 1], vec![0, 0, 0, 0]),
+        // Two-column stride-2 windows with padding (the vectorized pool's
+        // rows-first path).
+        (vec![2, 2], vec![2, 2], vec![1, 1], vec![1, 1, 0, 1]),
+        (vec![3, 2], vec![2, 2], vec![1, 1], vec![1, 1, 1, 0]),
     ];
     let w1: Vec<W> = vec![
         (vec![3], vec![2], vec![1], vec![1, 1]),
@@ -1181,7 +1185,15 @@ fn pool() {
         (vec![1], vec![1], vec![1], vec![0, 0]),
         (vec![5], vec![2], vec![1], vec![2, 2]),
     ];
-    let x2 = [vec![1, 3, 7, 7], vec![2, 2, 8, 5], vec![1, 1, 17, 3]];
+    // Wide rows reach the vectorized max pool's lane masks and tails.
+    let x2 = [
+        vec![1, 3, 7, 7],
+        vec![2, 2, 8, 5],
+        vec![1, 1, 17, 3],
+        vec![1, 2, 9, 33],
+        vec![1, 1, 4, 65],
+        vec![2, 3, 6, 26],
+    ];
     let x1 = [vec![2, 3, 17], vec![1, 1, 5], vec![1, 2, 64]];
     let kinds = [
         PoolKind::Max,
@@ -2205,6 +2217,69 @@ fn attention_odd_sizes() {
                 op,
                 args_with_consts(ts, &[]),
                 softmax_tol(lk),
+            );
+        }
+    }
+    ck.finish();
+}
+
+/// Im2col convs large enough for the assembled GEMM, so on AVX-512 the
+/// im2col writes the packed B layout directly: odd widths (vector tails
+/// spanning output rows), chunks with different padded rows, dilation,
+/// groups, a 1×1 output, row strides, narrow M (64-column panels), and
+/// narrow chunks computed as the transposed product.
+#[test]
+fn conv_packed_im2col() {
+    use nnc_compiler::ir::ConvAlgo;
+    let mut ck = Checker::new("conv packed im2col");
+    let mut rng = Rng::new(29);
+    #[allow(clippy::type_complexity)]
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<usize>, Vec<usize>, [usize; 2], [usize; 2], [usize; 4], usize, usize)> = vec![
+        // x, w, strides, dilations, pads, group, chunk rows
+        (vec![1, 8, 17, 17], vec![16, 8, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 17),
+        (vec![1, 8, 18, 18], vec![16, 8, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 6),
+        (vec![2, 4, 13, 63], vec![32, 4, 3, 3], [1, 1], [1, 2], [0, 1, 2, 1], 1, 13),
+        (vec![1, 3, 5, 65], vec![64, 3, 3, 3], [2, 1], [1, 1], [1, 1, 1, 1], 1, 3),
+        (vec![1, 32, 1, 1], vec![256, 32, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 1),
+        (vec![1, 16, 3, 3], vec![64, 16, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 3),
+        (vec![1, 16, 12, 12], vec![32, 8, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 2, 4),
+        (vec![1, 4, 20, 20], vec![24, 4, 3, 3], [1, 1], [2, 2], [2, 2, 2, 2], 1, 5),
+        (vec![1, 16, 16, 16], vec![5, 16, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 8),
+        (vec![1, 32, 7, 7], vec![64, 32, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 7),
+        (vec![1, 6, 11, 11], vec![40, 6, 5, 2], [1, 1], [1, 1], [3, 0, 1, 2], 1, 1),
+        // Narrow chunks (N < 64, not whole vectors): the transposed product.
+        (vec![1, 16, 12, 12], vec![48, 16, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 3),
+        (vec![2, 32, 5, 5], vec![40, 32, 3, 3], [1, 1], [1, 1], [0, 0, 0, 0], 1, 3),
+        (vec![1, 24, 9, 7], vec![33, 24, 3, 3], [2, 1], [1, 1], [1, 1, 1, 1], 1, 5),
+        // Column stride 2 (even-lane permutes), also transposed (N = 49).
+        (vec![1, 3, 23, 23], vec![64, 3, 7, 7], [2, 2], [1, 1], [3, 3, 3, 3], 1, 4),
+        (vec![1, 16, 14, 14], vec![32, 16, 3, 3], [2, 2], [1, 1], [1, 1, 1, 1], 1, 7),
+        (vec![2, 8, 17, 33], vec![16, 8, 3, 3], [1, 2], [1, 2], [1, 2, 1, 2], 1, 17),
+        (vec![1, 64, 8, 8], vec![128, 64, 1, 1], [2, 2], [1, 1], [0, 0, 0, 0], 1, 4),
+        (vec![1, 5, 9, 40], vec![24, 5, 2, 5], [2, 2], [1, 1], [0, 2, 1, 1], 1, 5),
+    ];
+    for (xs, ws, strides, dil, pads, group, rows) in cases {
+        for (bias, relu) in [(false, false), (true, true)] {
+            let kernel = [ws[2], ws[3]];
+            let window = win(&kernel, &strides, &dil, &pads, false);
+            let mut ts = vec![randn(&mut rng, &xs), randn(&mut rng, &ws)];
+            if bias {
+                ts.push(randn(&mut rng, &[ws[0]]));
+            }
+            let k = ws[1] * kernel[0] * kernel[1];
+            let algo = ConvAlgo::Im2col { chunk_rows: rows };
+            let op = Op::ConvImpl {
+                window,
+                group,
+                algo,
+                relu,
+            };
+            ck.op(
+                &format!("conv {algo:?} x{xs:?} w{ws:?} s{strides:?} d{dil:?} p{pads:?} g{group} bias {bias} relu {relu}"),
+                op,
+                args_with_consts(ts, &[1, 2]),
+                accum_tol(k, 1.0),
             );
         }
     }

@@ -363,6 +363,42 @@ fn kernels_split_over_threads_bit_identically() {
         ],
         72,
     );
+    // Narrow 7×7 chunks as the transposed product (its GEMM splits), one
+    // with enough channels for the im2col to split over channels; stride 2.
+    for (c, m, s) in [(64, 128, 1), (256, 64, 1), (64, 64, 2)] {
+        let hw = 7 * s;
+        check(
+            &pools,
+            f,
+            &format!("conv {c}->{m} 7x7 out stride {s}"),
+            Op::ConvImpl {
+                window: win(&[3, 3], &[s, s], &[1, 1, 1, 1]),
+                group: 1,
+                algo: ConvAlgo::Im2col { chunk_rows: 7 },
+                relu: true,
+            },
+            vec![
+                Arg::In(rng.tensor(&[1, c, hw, hw])),
+                Arg::Const(rng.tensor(&[m, c, 3, 3])),
+                Arg::Const(rng.tensor(&[m])),
+            ],
+            9 * c,
+        );
+    }
+    // Max pools over many planes (vectorized rows, planes as tasks).
+    for (k, st, p) in [(2, 2, 0), (3, 2, 1)] {
+        check(
+            &pools,
+            f,
+            &format!("max pool {k}x{k} s{st} p{p}"),
+            Op::Pool {
+                kind: PoolKind::Max,
+                window: win(&[k, k], &[st, st], &[p, p, p, p]),
+            },
+            vec![Arg::In(rng.tensor(&[2, 64, 26, 37]))],
+            1,
+        );
+    }
     check(
         &pools,
         f,

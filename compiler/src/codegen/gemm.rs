@@ -181,6 +181,38 @@ pub fn emit_const_b(
     run(k, s, a, B::Packed(bp), c, bias, false)
 }
 
+/// Panel width (columns) of B in [`x86::pack_b`]'s layout when `s` runs on
+/// an assembled AVX-512 kernel reading B pre-packed, so a producer (im2col)
+/// can write that layout itself; None otherwise.
+pub fn packed_b_nr(k: &mut Kb, s: &GemmSpec, bias: Option<Value>) -> Option<usize> {
+    if !asm_ok(s, bias, false) {
+        return None;
+    }
+    let be = k.asm()?;
+    let level = be.level();
+    if level != x86::Level::Avx512 {
+        return None;
+    }
+    let spec = asm_spec(s, true);
+    be.gemm(&spec)?;
+    Some(x86::tiling(&spec, level).nv * level.lanes())
+}
+
+/// An assembled kernel with pre-packed constant B exists for `s`
+/// ([`emit_const_b`] will not decline).
+pub fn const_b_available(k: &mut Kb, s: &GemmSpec, bias: Option<Value>) -> bool {
+    asm_ok(s, bias, false)
+        && k.asm()
+            .is_some_and(|be| be.gemm(&asm_spec(s, true)).is_some())
+}
+
+/// The GEMM with B already in [`x86::pack_b`]'s layout at `b` (run time
+/// data); only after [`packed_b_nr`] said yes.
+pub fn emit_packed_b(k: &mut Kb, s: &GemmSpec, a: Value, b: Value, c: Value, bias: Option<Value>) {
+    let ok = run(k, s, a, B::Packed(b), c, bias, false);
+    assert!(ok, "packed-B GEMM without an assembled kernel");
+}
+
 /// The assembled kernels support this epilogue with these arguments.
 fn asm_ok(s: &GemmSpec, bias: Option<Value>, small: bool) -> bool {
     // Tiny products (attention with small heads) cost less inline than a

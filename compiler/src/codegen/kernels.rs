@@ -369,7 +369,8 @@ pub fn emit(
         }
         Op::Conv { window, group } => {
             let geom = conv_geom(window, *group, args[0], args[1], y);
-            conv::emit(k, &geom, a[0], a[1], a.get(2).copied(), out, scratch, false);
+            let (x, w, b) = (a[0], a[1], a.get(2).copied());
+            conv::emit(k, &geom, x, w, b, out, scratch, false, None);
         }
         Op::Pool { kind, window } => {
             pool::emit(k, &window_pool(window, args[0], y, *kind), a[0], out)
@@ -518,9 +519,12 @@ pub fn emit(
                 ConvAlgo::Depthwise => dwconv::emit(k, &geom, a[0], a[1], bias, out, *relu),
                 ConvAlgo::Im2col { chunk_rows } => {
                     geom.chunk_rows = *chunk_rows;
-                    conv::emit(k, &geom, a[0], a[1], bias, out, scratch, *relu);
+                    let wc = const_b(g, id, true);
+                    conv::emit(k, &geom, a[0], a[1], bias, out, scratch, *relu, wc.as_ref());
                 }
-                ConvAlgo::Pointwise => conv::emit(k, &geom, a[0], a[1], bias, out, None, *relu),
+                ConvAlgo::Pointwise => {
+                    conv::emit(k, &geom, a[0], a[1], bias, out, None, *relu, None)
+                }
             }
         }
         Op::GatherElements { axis } => {

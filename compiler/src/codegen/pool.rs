@@ -4,7 +4,10 @@
 
 use super::kb::Kb;
 use super::parallel;
+use super::x86;
+use super::x86::pool as x86pool;
 use cranelift_codegen::ir::types::F32;
+use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::ir::Value;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -96,6 +99,9 @@ pub fn emit(k: &mut Kb, g: &PoolGeom, x: Value, y: Value) {
     );
     let work = g.planes * g.oh * g.ow * g.k[0] * g.k[1];
     let tasks = parallel::tasks_for(g.planes, work, 1 << 16, 1 << 14, parallel::MAX_TASKS);
+    if g.max && emit_asm(k, g, &hr, x, y, tasks) {
+        return;
+    }
     parallel::parallel_items(k, g.planes, tasks, &[x, y], &mut |k, c, p, _| {
         let (x, y) = (c[0], c[1]);
         let xp = k.index(x, p, (4 * g.h * g.w) as i64);
@@ -143,6 +149,62 @@ pub fn emit(k: &mut Kb, g: &PoolGeom, x: Value, y: Value) {
             }
         }
     });
+}
+
+/// Max pooling with the assembled AVX-512 row kernel (see
+/// `x86::pool`); false (nothing emitted) when the target or shape does not
+/// allow it.
+fn emit_asm(k: &mut Kb, g: &PoolGeom, hr: &[Run], x: Value, y: Value, tasks: usize) -> bool {
+    if std::env::var_os("NNC_NO_ASM_POOL").is_some() {
+        return false;
+    }
+    let spec = x86pool::MaxPool {
+        h: g.h,
+        w: g.w,
+        oh: g.oh,
+        ow: g.ow,
+        k: g.k,
+        stride: g.stride,
+        dil: g.dil,
+        pad: g.pad_begin,
+        runs: hr
+            .iter()
+            .map(|r| x86pool::RowRun {
+                o_lo: r.o_lo,
+                o_hi: r.o_hi,
+                t_lo: r.t_lo,
+                t_hi: r.t_hi,
+            })
+            .collect(),
+    };
+    if !spec.supported() {
+        return false;
+    }
+    let Some(be) = k.asm() else { return false };
+    if be.level() != x86::Level::Avx512 {
+        return false;
+    }
+    let key = format!("maxpool {spec:?}");
+    let Some((fid, sig)) = be.func(&key, &mut |_| x86pool::assemble(&spec)) else {
+        return false;
+    };
+    let call = |k: &mut Kb, x: Value, y: Value, planes: Value| {
+        let fref = x86::backend::import_function(k.b.func, fid, sig.clone());
+        let unused = k.iconst(0);
+        k.b.ins().call(fref, &[x, y, planes, unused]);
+    };
+    if tasks <= 1 || k.threads.is_none() {
+        let n = k.iconst(g.planes as i64);
+        call(k, x, y, n);
+        return true;
+    }
+    parallel::parallel_items(k, g.planes, tasks, &[x, y], &mut |k, c, p, _| {
+        let xp = k.index(c[0], p, (4 * g.h * g.w) as i64);
+        let yp = k.index(c[1], p, (4 * g.oh * g.ow) as i64);
+        let one = k.iconst(1);
+        call(k, xp, yp, one);
+    });
+    true
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@
 mod avx2;
 mod avx512;
 pub mod backend;
+pub mod im2col;
+pub mod pool;
 pub mod softmax;
 
 use iced_x86::code_asm::*;

@@ -1,0 +1,201 @@
+//! AVX-512 max pooling across the output width.
+//!
+//! Cranelift's scalar `fmax` (NaN-propagating, lowered to a compare-and-fix
+//! sequence on x86) made a 2×2 pool cost as much as a convolution. Here each
+//! output row is computed 16 outputs at a time: per tap one load (unit
+//! stride) or two loads and a `vpermt2ps` picking the even elements (stride
+//! 2), then `vmaxps`. Horizontal padding and the row end are static lane
+//! masks (masked-off lanes read nothing and hold −inf); vertical clipping
+//! follows the caller's runs of output rows with one valid tap range.
+//!
+//! ```text
+//! void f(const float* x, float* y, size_t planes, size_t unused);
+//! ```
+//!
+//! `vmaxps acc, acc, x` returns `x` when either is NaN, as onnxruntime's
+//! `_mm_max_ps(acc, x)`; signs of equal zeros may differ from Cranelift's
+//! `fmax`.
+
+use super::{off, AsmError};
+use iced_x86::code_asm::*;
+use iced_x86::Register;
+
+/// Output rows `[o_lo, o_hi)` whose valid vertical taps are `[t_lo, t_hi)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RowRun {
+    pub o_lo: usize,
+    pub o_hi: usize,
+    pub t_lo: usize,
+    pub t_hi: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MaxPool {
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub k: [usize; 2],
+    pub stride: [usize; 2],
+    pub dil: [usize; 2],
+    pub pad: [usize; 2],
+    pub runs: Vec<RowRun>,
+}
+
+impl MaxPool {
+    /// Column stride 1 or 2, no empty windows, moderate code size.
+    pub fn supported(&self) -> bool {
+        let wins_ok = (0..self.ow).all(|o| {
+            (0..self.k[1]).any(|t| {
+                let iw = (o * self.stride[1] + t * self.dil[1]) as i64 - self.pad[1] as i64;
+                (0..self.w as i64).contains(&iw)
+            })
+        });
+        (1..=2).contains(&self.stride[1])
+            && self.stride[0] >= 1
+            && wins_ok
+            && self.runs.iter().all(|r| r.t_lo < r.t_hi && r.o_lo < r.o_hi)
+            && self.runs.len() * self.ow.div_ceil(16) * self.k[0] * self.k[1] <= 4096
+    }
+}
+
+fn z(i: usize) -> AsmRegisterZmm {
+    get_zmm(Register::ZMM0 + i as u32).expect("zmm index")
+}
+
+const NEG_INF: usize = 31;
+const EVEN_IDX: usize = 30;
+
+pub fn assemble(g: &MaxPool) -> Result<Vec<u8>, String> {
+    if !g.supported() {
+        return Err("unsupported max pool".into());
+    }
+    gen(g).map_err(|e| e.0)
+}
+
+/// Lane mask of `bits` (≤ 16) valid positions.
+fn set_mask(a: &mut CodeAssembler, kr: AsmRegisterK, m: u32) -> Result<(), AsmError> {
+    a.mov(eax, m)?;
+    a.kmovw(kr, eax)?;
+    Ok(())
+}
+
+/// Loads 16 elements at element offset `at` from r9, lanes in `m` valid
+/// (others −inf), into `dst`.
+fn load(
+    a: &mut CodeAssembler,
+    dst: AsmRegisterZmm,
+    at: i64,
+    m: u32,
+    kr: AsmRegisterK,
+) -> Result<(), AsmError> {
+    let d = i32::try_from(at * 4).map_err(|_| AsmError("offset exceeds 2 GiB".into()))?;
+    if m == 0xffff {
+        a.vmovups(dst, zmmword_ptr(r9 + d))?;
+    } else {
+        a.vmovaps(dst, z(NEG_INF))?;
+        if m != 0 {
+            set_mask(a, kr, m)?;
+            let x = if kr == k2 { dst.k2() } else { dst.k3() };
+            a.vmovups(x, zmmword_ptr(r9 + d))?;
+        }
+    }
+    Ok(())
+}
+
+fn gen(g: &MaxPool) -> Result<Vec<u8>, AsmError> {
+    let mut a = CodeAssembler::new(64)?;
+    let mut l_idx = a.create_label();
+    let mut end = a.create_label();
+    let mut top = a.create_label();
+    let (sh, sw) = (g.stride[0], g.stride[1]);
+    a.test(rdx, rdx)?;
+    a.je(end)?;
+    a.mov(eax, f32::NEG_INFINITY.to_bits())?;
+    a.vpbroadcastd(z(NEG_INF), eax)?;
+    if sw == 2 {
+        a.vmovups(z(EVEN_IDX), zmmword_ptr(l_idx))?;
+    }
+    a.set_label(&mut top)?;
+    let nvec = g.ow.div_ceil(16);
+    for run in &g.runs {
+        let ih0 = (run.o_lo * sh) as i64 - g.pad[0] as i64;
+        a.lea(
+            r9,
+            ptr(rdi + i32::try_from(ih0 * g.w as i64 * 4).map_err(|_| AsmError("offset".into()))?),
+        )?;
+        a.lea(r10, ptr(rsi + off(run.o_lo * g.ow)?))?;
+        a.mov(r8d, (run.o_hi - run.o_lo) as u32)?;
+        let mut lr = a.create_label();
+        a.set_label(&mut lr)?;
+        for v in 0..nvec {
+            let lanes = (g.ow - v * 16).min(16);
+            let acc = z(v % 14);
+            let tmp = z(14 + v % 14);
+            let tmp2 = z(28 + v % 2);
+            let mut first = true;
+            for th in run.t_lo..run.t_hi {
+                let row = (th * g.dil[0] * g.w) as i64;
+                for tw in 0..g.k[1] {
+                    let iw0 = (v * 16 * sw + tw * g.dil[1]) as i64 - g.pad[1] as i64;
+                    // Valid element positions e (input column iw0 + e).
+                    let valid = |e: usize| {
+                        let iw = iw0 + e as i64;
+                        e / sw < lanes && iw >= 0 && iw < g.w as i64
+                    };
+                    let mask = |from: usize| -> u32 {
+                        (0..16)
+                            .filter(|&l| valid(from + l))
+                            .map(|l| 1u32 << l)
+                            .sum()
+                    };
+                    let dst = if first { acc } else { tmp };
+                    if sw == 1 {
+                        let m = mask(0);
+                        if m == 0 {
+                            continue;
+                        }
+                        load(&mut a, dst, row + iw0, m, k2)?;
+                    } else {
+                        let (m0, m1) = (mask(0), mask(16));
+                        if m0 == 0 && m1 == 0 {
+                            continue;
+                        }
+                        load(&mut a, dst, row + iw0, m0, k2)?;
+                        load(&mut a, tmp2, row + iw0 + 16, m1, k3)?;
+                        a.vpermt2ps(dst, z(EVEN_IDX), tmp2)?;
+                    }
+                    if !first {
+                        a.vmaxps(acc, acc, tmp)?;
+                    }
+                    first = false;
+                }
+            }
+            if first {
+                a.vmovaps(acc, z(NEG_INF))?;
+            }
+            let dst = zmmword_ptr(r10 + off(v * 16)?);
+            if lanes == 16 {
+                a.vmovups(dst, acc)?;
+            } else {
+                set_mask(&mut a, k1, (1u32 << lanes) - 1)?;
+                a.vmovups(dst.k1(), acc)?;
+            }
+        }
+        a.add(r9, off(sh * g.w)?)?;
+        a.add(r10, off(g.ow)?)?;
+        a.dec(r8d)?;
+        a.jne(lr)?;
+    }
+    a.add(rdi, off(g.h * g.w)?)?;
+    a.add(rsi, off(g.oh * g.ow)?)?;
+    a.dec(rdx)?;
+    a.jne(top)?;
+    a.set_label(&mut end)?;
+    a.vzeroupper()?;
+    a.ret()?;
+    a.set_label(&mut l_idx)?;
+    let idx: Vec<u32> = (0..16).map(|i| 2 * i).collect();
+    a.dd(&idx)?;
+    Ok(a.assemble(0)?)
+}
