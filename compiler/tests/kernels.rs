@@ -2138,6 +2138,7 @@ fn attention() {
             scale: (1.0 / (d as f32).sqrt()).into(),
             causal,
             softcap: softcap.into(),
+            views: None,
         };
         ck.op(
             &format!(
@@ -2197,6 +2198,7 @@ fn attention_odd_sizes() {
                 scale: (1.0 / (d as f32).sqrt()).into(),
                 causal,
                 softcap: softcap.into(),
+                views: None,
             };
             ck.op(
                 &format!(

@@ -641,6 +641,7 @@ fn kernels_split_over_threads_bit_identically() {
             scale: F32Bits::new(0.2),
             causal,
             softcap: F32Bits::new(0.0),
+            views: None,
         };
         check(
             &pools,
