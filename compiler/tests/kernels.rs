@@ -2240,13 +2240,23 @@ fn attention_strided_views() {
                 let (dq, dk) = (d + 3, lk + 2);
                 let w = AttnViews {
                     q: Some(view([h, lq, d], [dq, h * dq, 1], 1)),
-                    kt: Some(view([h, d, lk], [d * dk, dk, 1], 2)),
+                    // Every other case: keys as rows of a [Lk, heads·D]
+                    // projection (column stride h·D: the kernel packs kᵀ).
+                    kt: Some(if case % 2 == 0 {
+                        view([h, d, lk], [d * dk, dk, 1], 2)
+                    } else {
+                        view([h, d, lk], [d, 1, h * d], 0)
+                    }),
                     v: Some(view([h, lk, dv], [dv, h * dv, 1], 0)),
                     out: Some((vec![lq, h * dv], view([h, lq, dv], [dv, h * dv, 1], 0))),
                 };
                 let mut ts = vec![
                     randn(&mut rng, &[lq, h, dq]),
-                    randn(&mut rng, &[h, d, dk]),
+                    if case % 2 == 0 {
+                        randn(&mut rng, &[h, d, dk])
+                    } else {
+                        randn(&mut rng, &[lk, h, d])
+                    },
                     randn(&mut rng, &[lk, h, dv]),
                 ];
                 if mask {

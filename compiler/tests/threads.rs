@@ -664,13 +664,17 @@ fn kernels_split_over_threads_bit_identically() {
         };
         let w = AttnViews {
             q: Some(view([h, lq, d], [d, h * d, 1])),
-            kt: None,
+            kt: Some(View {
+                shape: vec![h, d, lk],
+                strides: vec![d, 1, h * d],
+                offset: 0,
+            }),
             v: Some(view([h, lk, d], [d, h * d, 1])),
             out: Some((vec![lq, h * d], view([h, lq, d], [d, h * d, 1]))),
         };
         let args = vec![
             Arg::In(rng.tensor(&[lq, h * d])),
-            Arg::In(rng.tensor(&[h, d, lk])),
+            Arg::In(rng.tensor(&[lk, h * d])),
             Arg::In(rng.tensor(&[lk, h * d])),
         ];
         let op = Op::Attention {

@@ -42,6 +42,11 @@ pub struct AttnGeom {
     /// q, kᵀ, v, out: element offset and strides (one per batch dim, then
     /// the row stride; columns are contiguous).
     pub views: [(usize, Vec<usize>); 4],
+    /// kᵀ viewed with a non-unit column stride (keys spread over rows of a
+    /// projection): offset and all strides. It is packed once into scratch
+    /// by a strided copy — the transpose kernel it replaces, without the
+    /// intermediate buffer — and `views[1]` describes the packed copy.
+    pub kt_pack: Option<(usize, Vec<usize>)>,
 }
 
 impl AttnGeom {
@@ -72,8 +77,16 @@ impl AttnGeom {
     fn row(&self, i: usize) -> usize {
         self.views[i].1[self.q_batch.len()]
     }
+    /// Bytes of the packed kᵀ, rounded to whole cache lines.
+    fn pack_bytes(&self) -> usize {
+        match self.kt_pack {
+            Some(_) => (4 * self.kv_batch.iter().product::<usize>() * self.d * self.lk)
+                .next_multiple_of(64),
+            None => 0,
+        }
+    }
     pub fn scratch_bytes(&self) -> usize {
-        self.slot_bytes() * self.tasks()
+        self.pack_bytes() + self.slot_bytes() * self.tasks()
     }
 }
 
@@ -98,6 +111,18 @@ pub fn emit(
     out: Value,
     scratch: Value,
 ) {
+    let (kt, scratch) = match &g.kt_pack {
+        Some((off, st)) => {
+            let mut dims = g.kv_batch.clone();
+            dims.extend([g.d, g.lk]);
+            let st: Vec<i64> = st.iter().map(|&s| s as i64).collect();
+            let src = k.offset(kt, 4 * *off as i64);
+            let dense = super::movement::dense(&dims);
+            super::movement::strided_copy(k, &dims, &st, src, &dense, scratch, 4);
+            (scratch, k.offset(scratch, g.pack_bytes() as i64))
+        }
+        None => (kt, scratch),
+    };
     let nqb = g.query_blocks();
     let mq = g.mq();
     let tail = g.lq - (nqb.max(1) - 1) * mq;

@@ -595,9 +595,14 @@ fn attn_geom(op: &Op, args: &[&TensorType], y: &TensorType) -> AttnGeom {
             (0, s)
         }
     };
+    // A kᵀ view without unit columns is packed (contiguous) first.
+    let kt_view = w.and_then(|w| w.kt.as_ref());
+    let kt_pack = kt_view
+        .filter(|v| v.stride_or(r - 1, 1) != 1)
+        .map(|v| (v.offset, (0..r).map(|d| v.stride_or(d, 0)).collect()));
     let views = [
         strides(w.and_then(|w| w.q.as_ref()), q),
-        strides(w.and_then(|w| w.kt.as_ref()), kk),
+        strides(kt_view.filter(|_| kt_pack.is_none()), kk),
         strides(w.and_then(|w| w.v.as_ref()), v),
         strides(w.and_then(|w| w.out.as_ref()).map(|o| &o.1), &out_shape),
     ];
@@ -614,6 +619,7 @@ fn attn_geom(op: &Op, args: &[&TensorType], y: &TensorType) -> AttnGeom {
         softcap: softcap.get(),
         mask_strides,
         views,
+        kt_pack,
     }
 }
 

@@ -9,6 +9,9 @@
 //! inside saturation it would only multiply the ways to write one layout.
 //! Each operand takes the deepest absorbable chain whose view keeps unit
 //! column stride (the kernel's GEMMs need it); anything else stays as is.
+//! kᵀ takes its deepest chain regardless: without unit columns the kernel
+//! packs it once with the same strided copy a transpose kernel would run,
+//! so the chain's other copies and the intermediate buffers go away.
 
 use crate::ir::{AttnViews, Graph, Op, TensorType, ValueId, ValueKind, View};
 
@@ -68,9 +71,9 @@ fn unit_cols(v: &View) -> bool {
     !v.shape.is_empty() && v.stride_or(v.shape.len() - 1, 1) == 1
 }
 
-/// The deepest producer that `id` re-indexes with unit column stride, and
-/// the view; `None` when `id` is read best as itself.
-fn input_view(g: &Graph, id: ValueId) -> Option<(ValueId, View)> {
+/// The deepest producer that `id` re-indexes (with unit column stride when
+/// `unit`), and the view; `None` when `id` is read best as itself.
+fn input_view(g: &Graph, id: ValueId, unit: bool) -> Option<(ValueId, View)> {
     let mut chain = Vec::new();
     let mut cur = id;
     while let Some((src, step)) = step_back(g, cur) {
@@ -88,7 +91,7 @@ fn input_view(g: &Graph, id: ValueId) -> Option<(ValueId, View)> {
         for s in chain[..n].iter().rev() {
             v = v.and_then(|v| s.apply(&v));
         }
-        if let Some(v) = v.filter(|v| unit_cols(v) && &v.shape == want) {
+        if let Some(v) = v.filter(|v| (!unit || unit_cols(v)) && &v.shape == want) {
             return Some((base, v));
         }
     }
@@ -171,7 +174,7 @@ pub fn absorb_attention_views(g: &mut Graph) -> usize {
         let mut args = args.clone();
         let mut w = AttnViews::default();
         for (i, slot) in [&mut w.q, &mut w.kt, &mut w.v].into_iter().enumerate() {
-            if let Some((base, v)) = input_view(g, args[i]) {
+            if let Some((base, v)) = input_view(g, args[i], i != 1) {
                 args[i] = base;
                 *slot = Some(v);
             }
