@@ -170,6 +170,10 @@ pub fn absorb_attention_views(g: &mut Graph) -> usize {
         else {
             continue;
         };
+        // Empty tensors: nothing to save, and no view arithmetic to trust.
+        if g.ty(id).numel() == 0 || args.iter().any(|&a| g.ty(a).numel() == 0) {
+            continue;
+        }
         let (scale, causal, softcap) = (*scale, *causal, *softcap);
         let mut args = args.clone();
         let mut w = AttnViews::default();
