@@ -4,12 +4,12 @@
 //! running max `m` and sum `l` per row (rescaling the output rows when the
 //! max grows), and O += P·V is a second GEMM accumulating into the output.
 //! Scratch is one MQ×BK tile, three MQ vectors and the MQ×Dv output
-//! accumulator — never Lq×Lk.
+//! accumulator (where the result's rows are not dense) — never Lq×Lk.
 //!
 //! q, kᵀ, v and the result are strided views (a stride per batch dim and a
 //! row stride, unit columns), so the head-split reshapes/transposes around
-//! the op need no copies. The output accumulates in scratch and is written
-//! to its view once, scaled by 1/l.
+//! the op need no copies. A strided output accumulates in scratch and is
+//! written to its view once, scaled by 1/l.
 
 use super::gemm::{self, Bias, GemmSpec, Strides};
 use super::kb::{InsExt, Kb, VF};
@@ -58,7 +58,17 @@ impl AttnGeom {
     }
     /// Scratch of one query block in flight.
     fn slot_bytes(&self) -> usize {
-        4 * (self.mq() * self.bk() + 3 * self.mq() + self.mq() * self.dv)
+        let acc = if self.out_in_place() {
+            0
+        } else {
+            self.mq() * self.dv
+        };
+        4 * (self.mq() * self.bk() + 3 * self.mq() + acc)
+    }
+    /// Output rows dense (row stride Dv, as the assembled softmax update
+    /// expects): O accumulates in the result itself, no scratch copy.
+    fn out_in_place(&self) -> bool {
+        self.row(3) == self.dv
     }
     fn heads(&self) -> usize {
         self.q_batch.iter().product()
@@ -221,9 +231,13 @@ fn query_block(k: &mut Kb, g: &AttnGeom, h: Head, scratch: Value, i0: Value, row
     let m_vec = k.offset(scratch, (4 * g.mq() * bk) as i64);
     let l_vec = k.offset(m_vec, (4 * g.mq()) as i64);
     let c_vec = k.offset(l_vec, (4 * g.mq()) as i64);
-    let o = k.offset(c_vec, (4 * g.mq()) as i64);
     let q = k.index(h.q, i0, 4 * g.row(0) as i64);
     let dst = k.index(h.out, i0, 4 * g.row(3) as i64);
+    let o = if g.out_in_place() {
+        dst
+    } else {
+        k.offset(c_vec, (4 * g.mq()) as i64)
+    };
     super::movement::fill_f32(k, o, rows * g.dv, 0.0);
     super::movement::fill_f32(k, m_vec, rows, f32::NEG_INFINITY);
     super::movement::fill_f32(k, l_vec, rows, 0.0);
