@@ -2150,6 +2150,7 @@ fn attention() {
             scale: (1.0 / (d as f32).sqrt()).into(),
             causal,
             softcap: softcap.into(),
+            views: None,
         };
         ck.op(
             &format!(
@@ -2209,6 +2210,7 @@ fn attention_odd_sizes() {
                 scale: (1.0 / (d as f32).sqrt()).into(),
                 causal,
                 softcap: softcap.into(),
+                views: None,
             };
             ck.op(
                 &format!(
@@ -2281,6 +2283,75 @@ fn conv_packed_im2col() {
                 args_with_consts(ts, &[1, 2]),
                 accum_tol(k, 1.0),
             );
+        }
+    }
+    ck.finish();
+}
+
+/// Attention through strided views, as the optimizer builds them around
+/// head-split reshapes/transposes: q and v read from [L, heads, D (+pad)]
+/// projection-style buffers at an offset, kᵀ from padded rows, the result
+/// written as [Lq, heads·Dv]. The evaluator applies the same views.
+#[test]
+fn attention_strided_views() {
+    use nnc_compiler::ir::{AttnViews, View};
+    let mut ck = Checker::new("attention strided views");
+    let mut rng = Rng::new(29);
+    let sizes = [1usize, 17, 65, 129];
+    let ds = [1usize, 8, 64];
+    let h = 3;
+    let mut case = 0;
+    for &lq in &sizes {
+        for &lk in &sizes {
+            for &d in &ds {
+                let dv = ds[(case + 1) % ds.len()];
+                let (mask, causal) = [(false, false), (true, false), (false, true)][case % 3];
+                case += 1;
+                let view = |shape: [usize; 3], strides: [usize; 3], offset| View {
+                    shape: shape.to_vec(),
+                    strides: strides.to_vec(),
+                    offset,
+                };
+                let (dq, dk) = (d + 3, lk + 2);
+                let w = AttnViews {
+                    q: Some(view([h, lq, d], [dq, h * dq, 1], 1)),
+                    // Every other case: keys as rows of a [Lk, heads·D]
+                    // projection (column stride h·D: the kernel packs kᵀ).
+                    kt: Some(if case % 2 == 0 {
+                        view([h, d, lk], [d * dk, dk, 1], 2)
+                    } else {
+                        view([h, d, lk], [d, 1, h * d], 0)
+                    }),
+                    v: Some(view([h, lk, dv], [dv, h * dv, 1], 0)),
+                    out: Some((vec![lq, h * dv], view([h, lq, dv], [dv, h * dv, 1], 0))),
+                };
+                let mut ts = vec![
+                    randn(&mut rng, &[lq, h, dq]),
+                    if case % 2 == 0 {
+                        randn(&mut rng, &[h, d, dk])
+                    } else {
+                        randn(&mut rng, &[lk, h, d])
+                    },
+                    randn(&mut rng, &[lk, h, dv]),
+                ];
+                if mask {
+                    ts.push(randn(&mut rng, &[1, lq, lk]));
+                }
+                let op = Op::Attention {
+                    scale: (1.0 / (d as f32).sqrt()).into(),
+                    causal,
+                    softcap: 0.0.into(),
+                    views: Some(Box::new(w)),
+                };
+                ck.op(
+                    &format!(
+                        "attention views lq {lq} lk {lk} d {d} dv {dv} mask {mask} causal {causal}"
+                    ),
+                    op,
+                    args_with_consts(ts, &[]),
+                    softmax_tol(lk),
+                );
+            }
         }
     }
     ck.finish();

@@ -677,11 +677,52 @@ fn kernels_split_over_threads_bit_identically() {
             scale: F32Bits::new(0.2),
             causal,
             softcap: F32Bits::new(0.0),
+            views: None,
         };
         check(
             &pools,
             f,
             &format!("attention lq {lq} lk {lk} d {d} causal {causal} mask {mask}"),
+            op,
+            args,
+            96,
+        );
+    }
+
+    // Attention through strided views (q/v/out in [L, heads·D] layouts).
+    for (lq, lk, d) in [(128, 96, 32), (129, 257, 8)] {
+        use nnc_compiler::ir::{AttnViews, View};
+        let h = 4;
+        let view = |shape: [usize; 3], strides: [usize; 3]| View {
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
+            offset: 0,
+        };
+        let w = AttnViews {
+            q: Some(view([h, lq, d], [d, h * d, 1])),
+            kt: Some(View {
+                shape: vec![h, d, lk],
+                strides: vec![d, 1, h * d],
+                offset: 0,
+            }),
+            v: Some(view([h, lk, d], [d, h * d, 1])),
+            out: Some((vec![lq, h * d], view([h, lq, d], [d, h * d, 1]))),
+        };
+        let args = vec![
+            Arg::In(rng.tensor(&[lq, h * d])),
+            Arg::In(rng.tensor(&[lk, h * d])),
+            Arg::In(rng.tensor(&[lk, h * d])),
+        ];
+        let op = Op::Attention {
+            scale: F32Bits::new(0.2),
+            causal: lq == 129,
+            softcap: F32Bits::new(0.0),
+            views: Some(Box::new(w)),
+        };
+        check(
+            &pools,
+            f,
+            &format!("attention views lq {lq} lk {lk} d {d}"),
             op,
             args,
             96,

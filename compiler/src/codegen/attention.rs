@@ -3,7 +3,13 @@
 //! from the GEMM kernel into a small scratch tile, an online softmax keeps a
 //! running max `m` and sum `l` per row (rescaling the output rows when the
 //! max grows), and O += P·V is a second GEMM accumulating into the output.
-//! Scratch is one MQ×BK tile plus three MQ vectors — never Lq×Lk.
+//! Scratch is one MQ×BK tile, three MQ vectors and the MQ×Dv output
+//! accumulator (where the result's rows are not dense) — never Lq×Lk.
+//!
+//! q, kᵀ, v and the result are strided views (a stride per batch dim and a
+//! row stride, unit columns), so the head-split reshapes/transposes around
+//! the op need no copies. A strided output accumulates in scratch and is
+//! written to its view once, scaled by 1/l.
 
 use super::gemm::{self, Bias, GemmSpec, Strides};
 use super::kb::{InsExt, Kb, VF};
@@ -33,6 +39,14 @@ pub struct AttnGeom {
     pub softcap: f32,
     /// Element strides of the mask broadcast to [batch…, Lq, Lk].
     pub mask_strides: Option<Vec<usize>>,
+    /// q, kᵀ, v, out: element offset and strides (one per batch dim, then
+    /// the row stride; columns are contiguous).
+    pub views: [(usize, Vec<usize>); 4],
+    /// kᵀ viewed with a non-unit column stride (keys spread over rows of a
+    /// projection): offset and all strides. It is packed once into scratch
+    /// by a strided copy — the transpose kernel it replaces, without the
+    /// intermediate buffer — and `views[1]` describes the packed copy.
+    pub kt_pack: Option<(usize, Vec<usize>)>,
 }
 
 impl AttnGeom {
@@ -44,7 +58,17 @@ impl AttnGeom {
     }
     /// Scratch of one query block in flight.
     fn slot_bytes(&self) -> usize {
-        4 * (self.mq() * self.bk() + 3 * self.mq())
+        let acc = if self.out_in_place() {
+            0
+        } else {
+            self.mq() * self.dv
+        };
+        4 * (self.mq() * self.bk() + 3 * self.mq() + acc)
+    }
+    /// Output rows dense (row stride Dv, as the assembled softmax update
+    /// expects): O accumulates in the result itself, no scratch copy.
+    fn out_in_place(&self) -> bool {
+        self.row(3) == self.dv
     }
     fn heads(&self) -> usize {
         self.q_batch.iter().product()
@@ -59,8 +83,20 @@ impl AttnGeom {
         let macs = self.heads() * self.lq * self.lk * (self.d + self.dv);
         parallel::tasks_for(items, macs, 1 << 19, 1 << 18, parallel::MAX_SLOTS)
     }
+    /// Row stride of view `i` (q, kᵀ, v, out).
+    fn row(&self, i: usize) -> usize {
+        self.views[i].1[self.q_batch.len()]
+    }
+    /// Bytes of the packed kᵀ, rounded to whole cache lines.
+    fn pack_bytes(&self) -> usize {
+        match self.kt_pack {
+            Some(_) => (4 * self.kv_batch.iter().product::<usize>() * self.d * self.lk)
+                .next_multiple_of(64),
+            None => 0,
+        }
+    }
     pub fn scratch_bytes(&self) -> usize {
-        self.slot_bytes() * self.tasks()
+        self.pack_bytes() + self.slot_bytes() * self.tasks()
     }
 }
 
@@ -85,6 +121,18 @@ pub fn emit(
     out: Value,
     scratch: Value,
 ) {
+    let (kt, scratch) = match &g.kt_pack {
+        Some((off, st)) => {
+            let mut dims = g.kv_batch.clone();
+            dims.extend([g.d, g.lk]);
+            let st: Vec<i64> = st.iter().map(|&s| s as i64).collect();
+            let src = k.offset(kt, 4 * *off as i64);
+            let dense = super::movement::dense(&dims);
+            super::movement::strided_copy(k, &dims, &st, src, &dense, scratch, 4);
+            (scratch, k.offset(scratch, g.pack_bytes() as i64))
+        }
+        None => (kt, scratch),
+    };
     let nqb = g.query_blocks();
     let mq = g.mq();
     let tail = g.lq - (nqb.max(1) - 1) * mq;
@@ -125,12 +173,17 @@ pub fn emit(
 
 /// Pointers of flat head `b` (row-major over `q_batch`).
 fn head_ptrs(k: &mut Kb, g: &AttnGeom, b: Value, h: Head) -> Head {
-    let q = k.index(h.q, b, (4 * g.lq * g.d) as i64);
-    let out = k.index(h.out, b, (4 * g.lq * g.dv) as i64);
-    let (mut kt, mut v, mut mask) = (h.kt, h.v, h.mask);
+    let [q, kt, v, out] = [h.q, h.kt, h.v, h.out]
+        .into_iter()
+        .zip(&g.views)
+        .map(|(p, (off, _))| k.offset(p, 4 * *off as i64))
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("four views");
+    let (mut q, mut kt, mut v, mut out, mut mask) = (q, kt, v, out, h.mask);
+    let st = |i: usize, lv: usize| 4 * g.views[i].1[lv] as i64;
     for lv in 0..g.q_batch.len() {
         let inner_q: usize = g.q_batch[lv + 1..].iter().product();
-        let inner_kv: usize = g.kv_batch[lv + 1..].iter().product();
         let (nq, nkv) = (g.q_batch[lv], g.kv_batch[lv]);
         let i = if inner_q == 1 {
             b
@@ -150,9 +203,13 @@ fn head_ptrs(k: &mut Kb, g: &AttnGeom, b: Value, h: Head) -> Head {
         } else {
             Some(k.b.ins().udiv_imm_u(i, (nq / nkv) as i64))
         };
+        if nq > 1 {
+            q = k.index(q, i, st(0, lv));
+            out = k.index(out, i, st(3, lv));
+        }
         if let Some(ki) = ki {
-            kt = k.index(kt, ki, (4 * inner_kv * g.d * g.lk) as i64);
-            v = k.index(v, ki, (4 * inner_kv * g.lk * g.dv) as i64);
+            kt = k.index(kt, ki, st(1, lv));
+            v = k.index(v, ki, st(2, lv));
         }
         if let (Some(m), Some(ms)) = (mask, &g.mask_strides) {
             mask = Some(k.index(m, i, 4 * ms[lv] as i64));
@@ -174,8 +231,13 @@ fn query_block(k: &mut Kb, g: &AttnGeom, h: Head, scratch: Value, i0: Value, row
     let m_vec = k.offset(scratch, (4 * g.mq() * bk) as i64);
     let l_vec = k.offset(m_vec, (4 * g.mq()) as i64);
     let c_vec = k.offset(l_vec, (4 * g.mq()) as i64);
-    let q = k.index(h.q, i0, (4 * g.d) as i64);
-    let o = k.index(h.out, i0, (4 * g.dv) as i64);
+    let q = k.index(h.q, i0, 4 * g.row(0) as i64);
+    let dst = k.index(h.out, i0, 4 * g.row(3) as i64);
+    let o = if g.out_in_place() {
+        dst
+    } else {
+        k.offset(c_vec, (4 * g.mq()) as i64)
+    };
     super::movement::fill_f32(k, o, rows * g.dv, 0.0);
     super::movement::fill_f32(k, m_vec, rows, f32::NEG_INFINITY);
     super::movement::fill_f32(k, l_vec, rows, 0.0);
@@ -203,18 +265,19 @@ fn query_block(k: &mut Kb, g: &AttnGeom, h: Head, scratch: Value, i0: Value, row
         let j0 = k.iconst(full as i64);
         blk(k, j0, g.lk - full, false);
     }
-    // O /= l
+    // out = O / l
     k.for_range(0, rows as i64, 1, |k, r| {
         let l = k.load_at(F32, l_vec, r);
         let one = k.fconst(1.0);
         let inv = k.div(one, l);
         let invv = k.splat(inv);
         let orow = k.index(o, r, (4 * g.dv) as i64);
+        let drow = k.index(dst, r, 4 * g.row(3) as i64);
         k.for_lanes(g.dv, |k, c, ty| {
             let x = k.load_at(ty, orow, c);
             let s = if ty == VF { invv } else { inv };
             let y = k.mul(x, s);
-            k.store_at(y, orow, c);
+            k.store_at(y, drow, c);
         });
     });
 }
@@ -241,8 +304,11 @@ fn key_block(
         m: rows,
         n,
         k: g.d,
-        a: Strides { row: g.d, col: 1 },
-        b_row: g.lk,
+        a: Strides {
+            row: g.row(0),
+            col: 1,
+        },
+        b_row: g.row(1),
         c_row: bk,
         alpha: g.scale,
         bias: None,
@@ -329,13 +395,13 @@ fn key_block(
         online_rows(k, g, [s_tile, m_vec, l_vec, c_vec], o, rows, n);
     }
     // O += P[rows, n] · V[j0..j0+n, Dv]
-    let vb = k.index(h.v, j0, (4 * g.dv) as i64);
+    let vb = k.index(h.v, j0, 4 * g.row(2) as i64);
     let spec = GemmSpec {
         m: rows,
         n: g.dv,
         k: n,
         a: Strides { row: bk, col: 1 },
-        b_row: g.dv,
+        b_row: g.row(2),
         c_row: g.dv,
         alpha: 1.0,
         bias: Some(Bias {

@@ -12,7 +12,7 @@ use super::movement;
 use super::pool::{self, PoolGeom};
 use super::reduce::{self, Affine, Orc};
 use super::typed;
-use crate::ir::ConvAlgo;
+use crate::ir::{contiguous_strides, AttnViews, ConvAlgo, View};
 use crate::ir::{
     BinaryOp, DType, FusedExpr, Graph, Op, PadMode, PoolKind, TensorType, UnaryOp, ValueId,
     ValueKind,
@@ -573,17 +573,43 @@ fn attn_geom(op: &Op, args: &[&TensorType], y: &TensorType) -> AttnGeom {
         scale,
         causal,
         softcap,
+        views,
     } = op
     else {
         unreachable!()
     };
-    let (q, kk) = (&args[0].shape, &args[1].shape);
+    let w = views.as_deref();
+    let ops = [0, 1, 2].map(|i| args[i].shape.as_slice());
+    let [q, kk, v] = AttnViews::logical(w, ops);
     let r = q.len();
     let mask_strides = args.get(3).map(|m| {
         let mut scores = q[..r - 2].to_vec();
         scores.extend([q[r - 2], kk[r - 1]]);
         broadcast_strides(&m.shape, &scores)
     });
+    let mut out_shape = q.to_vec();
+    out_shape[r - 1] = v[r - 1];
+    debug_assert!(w.is_some_and(|w| w.out.is_some()) || out_shape == y.shape);
+    // Offset and batch…, row strides of each operand (contiguous when not viewed).
+    let strides = |view: Option<&View>, shape: &[usize]| match view {
+        Some(v) => (v.offset, (0..r - 1).map(|d| v.stride_or(d, 0)).collect()),
+        None => {
+            let mut s = contiguous_strides(shape);
+            s.pop();
+            (0, s)
+        }
+    };
+    // A kᵀ view without unit columns is packed (contiguous) first.
+    let kt_view = w.and_then(|w| w.kt.as_ref());
+    let kt_pack = kt_view
+        .filter(|v| v.stride_or(r - 1, 1) != 1)
+        .map(|v| (v.offset, (0..r).map(|d| v.stride_or(d, 0)).collect()));
+    let views = [
+        strides(w.and_then(|w| w.q.as_ref()), q),
+        strides(kt_view.filter(|_| kt_pack.is_none()), kk),
+        strides(w.and_then(|w| w.v.as_ref()), v),
+        strides(w.and_then(|w| w.out.as_ref()).map(|o| &o.1), &out_shape),
+    ];
     AttnGeom {
         q_batch: q[..r - 2].to_vec(),
         kv_batch: kk[..r - 2].to_vec(),
@@ -591,11 +617,13 @@ fn attn_geom(op: &Op, args: &[&TensorType], y: &TensorType) -> AttnGeom {
         // kᵀ is [*, D, Lk]
         lk: kk[r - 1],
         d: q[r - 1],
-        dv: y.shape[r - 1],
+        dv: v[r - 1],
         scale: scale.get(),
         causal: *causal,
         softcap: softcap.get(),
         mask_strides,
+        views,
+        kt_pack,
     }
 }
 

@@ -123,7 +123,14 @@ fn eval_data(op: &Op, args: &[&Tensor], out: &[usize]) -> Result<TensorData, Str
             scale,
             causal,
             softcap,
-        } => attention(args, scale.get() as f64, *causal, softcap.get() as f64, out)?,
+            views,
+        } => {
+            let (scale, softcap) = (scale.get() as f64, softcap.get() as f64);
+            match views.as_deref() {
+                None => attention(args, scale, *causal, softcap, out)?,
+                Some(w) => attention_viewed(args, w, scale, *causal, softcap, out)?,
+            }
+        }
         Op::MatMul => matmul(a, args[1])?,
         Op::Gemm {
             alpha,
@@ -772,6 +779,42 @@ fn attention(
         }
     }
     Ok(TensorData::F32(y))
+}
+
+/// Attention through views: gathers the logical operands, runs the plain
+/// reference, and scatters the result into the result buffer.
+fn attention_viewed(
+    args: &[&Tensor],
+    w: &crate::ir::AttnViews,
+    scale: f64,
+    causal: bool,
+    softcap: f64,
+    out: &[usize],
+) -> Result<TensorData, String> {
+    let mut ops: Vec<Tensor> = Vec::with_capacity(3);
+    for (i, view) in [&w.q, &w.kt, &w.v].into_iter().enumerate() {
+        ops.push(match view {
+            None => args[i].clone(),
+            Some(v) => {
+                let x = f32s(args[i])?;
+                let d = (0..v.numel()).map(|j| x[v.at(j)]).collect();
+                Tensor::f32(v.shape.clone(), d)?
+            }
+        });
+    }
+    let mut refs: Vec<&Tensor> = ops.iter().collect();
+    refs.extend(args.get(3).copied());
+    let Some((_, ov)) = &w.out else {
+        return attention(&refs, scale, causal, softcap, out);
+    };
+    let TensorData::F32(y) = attention(&refs, scale, causal, softcap, &ov.shape)? else {
+        unreachable!("attention is f32")
+    };
+    let mut r = vec![0f32; out.iter().product()];
+    for (j, x) in y.into_iter().enumerate() {
+        r[ov.at(j)] = x;
+    }
+    Ok(TensorData::F32(r))
 }
 
 fn gemm(

@@ -30,12 +30,13 @@ pub fn flops(g: &Graph) -> u64 {
                 let _ = group;
                 2 * out * per_out
             }
-            Op::Attention { .. } => {
+            Op::Attention { views, .. } => {
                 // q·kᵀ and p·v: 2·Lq·Lk·(D + Dv) per batch entry
-                let (q, kt) = (arg(0), arg(1));
-                let r = q.rank();
-                let rows = (q.numel() / q.shape[r - 1].max(1)) as u64;
-                2 * rows * kt.shape[r - 1] as u64 * (q.shape[r - 1] + v.ty.shape[r - 1]) as u64
+                let ops = [arg(0), arg(1), arg(2)].map(|t| t.shape.as_slice());
+                let [q, kt, vv] = super::AttnViews::logical(views.as_deref(), ops);
+                let r = q.len();
+                let rows = (q.iter().product::<usize>() / q[r - 1].max(1)) as u64;
+                2 * rows * kt[r - 1] as u64 * (q[r - 1] + vv[r - 1]) as u64
             }
             Op::Pool { window, .. } => {
                 out * window.kernel.iter().map(|&k| k as u64).product::<u64>()

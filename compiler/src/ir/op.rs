@@ -7,6 +7,7 @@
 //! split into several IR values by the frontend.
 
 use super::tensor::{DType, F32Bits, TensorType};
+use super::view::View;
 use std::fmt;
 
 /// Elementwise functions of one tensor.
@@ -365,10 +366,13 @@ pub enum Op {
     /// The head dim (-3) of k/v may divide q's (grouped-query attention);
     /// other batch dims match or are 1. The kernel streams over key blocks
     /// with an online softmax: no Lq×Lk matrix is materialized.
+    /// `views` (set by the optimizer) reads operands and writes the result
+    /// through strided views instead; the shapes above are then the views'.
     Attention {
         scale: F32Bits,
         causal: bool,
         softcap: F32Bits,
+        views: Option<Box<AttnViews>>,
     },
     /// A chain of f32 elementwise ops run as one loop (built by the
     /// optimizer's fusion pass); inputs broadcast to the result shape.
@@ -390,6 +394,33 @@ pub enum PadMode {
     Reflect,
     Edge,
     Wrap,
+}
+
+/// Where a fused attention reads q, kᵀ, v and writes its result when the
+/// optimizer absorbed the re-indexing copies around it; `None` = the operand
+/// (or result) itself, contiguous. Views have unit column stride, except
+/// kᵀ's, which the kernel then packs once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct AttnViews {
+    pub q: Option<View>,
+    pub kt: Option<View>,
+    pub v: Option<View>,
+    /// The result buffer's shape and the logical output's view into it
+    /// (a bijection: every result element is written exactly once).
+    pub out: Option<(Vec<usize>, View)>,
+}
+
+impl AttnViews {
+    /// Logical shapes of q, kᵀ, v given the operands' shapes.
+    pub fn logical<'a>(views: Option<&'a AttnViews>, args: [&'a [usize]; 3]) -> [&'a [usize]; 3] {
+        let Some(w) = views else { return args };
+        let pick = |v: &'a Option<View>, a: &'a [usize]| v.as_ref().map_or(a, |v| &v.shape[..]);
+        [
+            pick(&w.q, args[0]),
+            pick(&w.kt, args[1]),
+            pick(&w.v, args[2]),
+        ]
+    }
 }
 
 /// How one dimension is sliced: elements `start + i·step` for `i < count`.
@@ -517,8 +548,20 @@ impl Op {
                 scale,
                 causal,
                 softcap,
+                views,
             } => {
-                format!("scale={scale} causal={causal} softcap={softcap}")
+                let mut s = format!("scale={scale} causal={causal} softcap={softcap}");
+                if let Some(w) = views {
+                    for (n, v) in [("q", &w.q), ("kt", &w.kt), ("v", &w.v)] {
+                        if let Some(v) = v {
+                            s += &format!(" {n}_view={v}");
+                        }
+                    }
+                    if let Some((_, v)) = &w.out {
+                        s += &format!(" out_view={v}");
+                    }
+                }
+                s
             }
             Op::Binary(_) | Op::Where | Op::MatMul => String::new(),
         }
@@ -925,15 +968,32 @@ impl Op {
                     a.shape.iter().zip(repeats).map(|(d, r)| d * r).collect(),
                 ))
             }
-            Op::Attention { .. } => {
+            Op::Attention { views, .. } => {
                 f32_only("attention")?;
-                attention_shape(
-                    &args[0].shape,
-                    &args[1].shape,
-                    &args[2].shape,
-                    args.get(3).map(|m| m.shape.as_slice()),
-                )
-                .map(|s| TensorType::new(DType::F32, s))
+                let w = views.as_deref();
+                let ops = [0, 1, 2].map(|i| args[i].shape.as_slice());
+                let [q, kt, v] = AttnViews::logical(w, ops);
+                if let Some(w) = w {
+                    for (i, view) in [&w.q, &w.kt, &w.v].into_iter().enumerate() {
+                        if let Some(view) = view {
+                            check_view(view, args[i].numel(), i != 1)?;
+                        }
+                    }
+                }
+                let out = attention_shape(q, kt, v, args.get(3).map(|m| m.shape.as_slice()))?;
+                match w.and_then(|w| w.out.as_ref()) {
+                    None => Ok(TensorType::new(DType::F32, out)),
+                    Some((res, view)) => {
+                        let n: usize = res.iter().product();
+                        if view.shape != out || view.numel() != n {
+                            return Err(format!(
+                                "attention out view {view} does not cover result {res:?}"
+                            ));
+                        }
+                        check_view(view, n, true)?;
+                        Ok(TensorType::new(DType::F32, res.clone()))
+                    }
+                }
             }
             Op::Pad { pads, mode, .. } => {
                 let r = a.rank();
@@ -980,6 +1040,17 @@ fn window_attrs(w: &Window) -> String {
 fn expect_dtype(t: &TensorType, d: DType, what: &str) -> Result<(), String> {
     if t.dtype != d {
         return Err(format!("{what} must be {d}, got {}", t.dtype));
+    }
+    Ok(())
+}
+
+/// A view inside a buffer of `numel` elements (with unit column stride
+/// where `unit` says so).
+fn check_view(v: &View, numel: usize, unit: bool) -> Result<(), String> {
+    let r = v.shape.len();
+    let cols_ok = !unit || (r > 0 && v.stride_or(r - 1, 1) == 1);
+    if v.strides.len() != r || r == 0 || !cols_ok || v.extent() > numel {
+        return Err(format!("view {v} does not fit a buffer of {numel}"));
     }
     Ok(())
 }

@@ -179,13 +179,15 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                 2.0 * mem
             }
             Op::Concat { .. } | Op::Expand { .. } | Op::Pad { .. } => mem,
-            Op::Attention { .. } => {
+            Op::Attention { views, .. } => {
                 // Two products of 2·Lq·Lk·D flops each plus one exp per score;
                 // no Lq×Lk matrix goes through memory.
-                let r = out.rank();
-                let (lk, d) = (args[1].shape[r - 1], args[0].shape[r - 1]);
-                let batch_rows = (out.numel() / out.shape[r - 1].max(1)) as f64;
-                let flops = 2.0 * batch_rows * lk as f64 * (d + out.shape[r - 1]) as f64;
+                let ops = [0, 1, 2].map(|i| args[i].shape.as_slice());
+                let [q, kt, v] = crate::ir::AttnViews::logical(views.as_deref(), ops);
+                let r = q.len();
+                let (lk, d, dv) = (kt[r - 1], q[r - 1], v[r - 1]);
+                let batch_rows = (q.iter().product::<usize>() / d.max(1)) as f64;
+                let flops = 2.0 * batch_rows * lk as f64 * (d + dv) as f64;
                 let exps = batch_rows * lk as f64;
                 // Both products run on the GEMM kernels; the softmax is one pass.
                 flops / m.gemm_gflops + 12.0 * exps / m.elem_gops + mem

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod fuse;
 pub mod lang;
 pub mod rules;
+pub mod views;
 
 use crate::ir::{Graph, TensorType, ValueId, ValueKind};
 use egg::{Id, Runner, StopReason};
@@ -194,6 +195,7 @@ pub fn optimize(g: &Graph, m: &cost::Machine, limits: &Limits) -> (Graph, Stats)
         None => g.clone(),
     };
     fuse::fuse_elementwise(&mut new_graph);
+    views::absorb_attention_views(&mut new_graph);
     let stats = Stats {
         nodes: eg.total_size(),
         classes: eg.number_of_classes(),

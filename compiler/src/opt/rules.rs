@@ -438,6 +438,7 @@ fn fuse_attention(
             scale: scale.into(),
             causal: false,
             softcap: 0.0.into(),
+            views: None,
         },
         &args,
     );

@@ -294,6 +294,143 @@ fn attention_forms_fuse() {
     }
 }
 
+/// softmax(q·kᵀ·0.5)·v from plain ops (the fusion rules make it attention).
+fn sdpa(g: &mut Graph, q: ValueId, kt: ValueId, v: ValueId) -> ValueId {
+    let s = op(g, Op::MatMul, &[q, kt]);
+    let c = scalar(g, 0.5);
+    let s = bin(g, BinaryOp::Mul, s, c);
+    let r = g.ty(s).rank();
+    let p = op(
+        g,
+        Op::Softmax {
+            axis: r - 1,
+            log: false,
+        },
+        &[s],
+    );
+    op(g, Op::MatMul, &[p, v])
+}
+
+/// The fused op's printed views.
+fn attention_attrs(g: &Graph) -> String {
+    let (o, _) = optimize(g, &Machine::x86_64_sse(), &Limits::default());
+    o.ids()
+        .find_map(|i| match &o.value(i).kind {
+            ValueKind::Op {
+                op: op @ Op::Attention { .. },
+                ..
+            } => Some(op.attrs()),
+            _ => None,
+        })
+        .expect("fused")
+}
+
+#[test]
+fn attention_absorbs_head_split_bert() {
+    // reshape→transpose(0,2,1,3) q/v, transpose(0,2,3,1) k, attention,
+    // transpose(0,2,1,3)→reshape => attention reading/writing [L, H·D] views;
+    // kᵀ's view has column stride H·D (the kernel packs it).
+    let (mut g, x) = graph(&[&[6, 8], &[6, 8], &[6, 8]]);
+    let heads = |g: &mut Graph, x: ValueId, perm: &[usize]| {
+        let r = op(
+            g,
+            Op::Reshape {
+                shape: vec![1, 6, 2, 4],
+            },
+            &[x],
+        );
+        op(
+            g,
+            Op::Transpose {
+                perm: perm.to_vec(),
+            },
+            &[r],
+        )
+    };
+    let q = heads(&mut g, x[0], &[0, 2, 1, 3]);
+    let kt = heads(&mut g, x[1], &[0, 2, 3, 1]);
+    let v = heads(&mut g, x[2], &[0, 2, 1, 3]);
+    let a = sdpa(&mut g, q, kt, v);
+    let t = op(
+        &mut g,
+        Op::Transpose {
+            perm: vec![0, 2, 1, 3],
+        },
+        &[a],
+    );
+    let y = op(&mut g, Op::Reshape { shape: vec![6, 8] }, &[t]);
+    g.add_output("y", y);
+    let attrs = attention_attrs(&g);
+    assert!(
+        attrs.contains("q_view=[1, 2, 6, 4]@[0, 4, 8, 1]+0"),
+        "{attrs}"
+    );
+    assert!(
+        attrs.contains("out_view=[1, 2, 6, 4]@[0, 4, 8, 1]+0"),
+        "{attrs}"
+    );
+    assert!(
+        attrs.contains("kt_view=[1, 2, 4, 6]@[0, 4, 1, 8]+0"),
+        "{attrs}"
+    );
+    check(g, &["attention"]);
+}
+
+#[test]
+fn attention_absorbs_packed_qkv_gathers() {
+    // torch MultiheadAttention: one [L, 3·H·D] projection, reshape, transpose,
+    // constant-index gathers of q/k/v => q and v viewed straight from the
+    // projection at offsets 0 and 2·H·D, kᵀ at H·D with column stride 3·H·D.
+    let (mut g, x) = graph(&[&[5, 24]]);
+    let r = op(
+        &mut g,
+        Op::Reshape {
+            shape: vec![5, 3, 2, 4],
+        },
+        &[x[0]],
+    );
+    let t = op(
+        &mut g,
+        Op::Transpose {
+            perm: vec![1, 2, 0, 3],
+        },
+        &[r],
+    );
+    let pick = |g: &mut Graph, i: i64| {
+        let c = g.add_const(
+            format!("i{i}"),
+            Tensor::new(vec![], crate::ir::TensorData::I64(vec![i])).unwrap(),
+        );
+        op(g, Op::Gather { axis: 0 }, &[t, c])
+    };
+    let q = pick(&mut g, 0);
+    let k = pick(&mut g, 1);
+    let v = pick(&mut g, -1);
+    let kt = op(
+        &mut g,
+        Op::Transpose {
+            perm: vec![0, 2, 1],
+        },
+        &[k],
+    );
+    let a = sdpa(&mut g, q, kt, v);
+    let o = op(
+        &mut g,
+        Op::Transpose {
+            perm: vec![1, 0, 2],
+        },
+        &[a],
+    );
+    let y = op(&mut g, Op::Reshape { shape: vec![5, 8] }, &[o]);
+    g.add_output("y", y);
+    let attrs = attention_attrs(&g);
+    assert!(attrs.contains("q_view=[2, 5, 4]@[4, 24, 1]+0"), "{attrs}");
+    assert!(attrs.contains("v_view=[2, 5, 4]@[4, 24, 1]+16"), "{attrs}");
+    assert!(attrs.contains("out_view=[2, 5, 4]@[4, 8, 1]+0"), "{attrs}");
+    assert!(attrs.contains("kt_view=[2, 4, 5]@[4, 1, 24]+8"), "{attrs}");
+    check(g, &["attention"]);
+}
+
 #[test]
 fn deterministic() {
     let g = attention_graph(true, true);

@@ -222,6 +222,7 @@ pub(super) fn attention(c: &mut Ctx<'_>, n: &Node) -> Result<Vec<ValueId>> {
         scale: scale.into(),
         causal: fused_causal,
         softcap: softcap.into(),
+        views: None,
     };
     let mut y = c.op(n, op, &args)?;
     if let Some(dead) = dead {
