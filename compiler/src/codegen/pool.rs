@@ -132,6 +132,16 @@ pub fn emit_strided(k: &mut Kb, g: &PoolGeom, x: Value, y: Value, x_plane: usize
         g.pad_end[1],
     );
     let f = if g.max { asm_fn(k, g, &hr) } else { None };
+    if let Some((fid, sig)) = &f {
+        // Dense planes: one call for all of them.
+        if x_plane == g.h * g.w && y_plane == g.oh * g.ow {
+            let fref = x86::backend::import_function(k.b.func, *fid, sig.clone());
+            let n = k.iconst(g.planes as i64);
+            let unused = k.iconst(0);
+            k.b.ins().call(fref, &[x, y, n, unused]);
+            return;
+        }
+    }
     k.for_range(0, g.planes as i64, 1, |k, p| {
         let xp = k.index(x, p, 4 * x_plane as i64);
         let yp = k.index(y, p, 4 * y_plane as i64);
