@@ -463,6 +463,8 @@ fn kernels_split_over_threads_bit_identically() {
         ([8, 1, 28, 28], [32, 1, 3, 3], 1, [0; 4], 2, [0; 4], 1),
         ([4, 32, 13, 13], [64, 32, 3, 3], 1, [0; 4], 2, [0; 4], 5),
         ([1, 3, 64, 64], [64, 3, 7, 7], 2, [3; 4], 3, [1; 4], 4),
+        // One item: the GEMM and im2col split instead, the pool follows.
+        ([1, 32, 27, 27], [64, 32, 3, 3], 1, [1; 4], 3, [1; 4], 14),
     ] {
         check(
             &pools,
