@@ -1,6 +1,8 @@
 //! Convolution as GEMM: pointwise convs multiply the weights by the input
 //! directly; others unfold the input (im2col) into scratch first. Both use
-//! the register-blocked GEMM with the bias in its epilogue.
+//! the register-blocked GEMM with the bias in its epilogue. A fused max
+//! pool (`ConvGeom::pool`) sends each chunk's product to a scratch tile and
+//! pools it from there, so the conv output never reaches memory.
 
 use super::gemm::{self, Bias, GemmSpec, Strides};
 use super::kb::{InsExt, Kb};
