@@ -534,6 +534,20 @@ fn conv_relu_max_pool_fuses() {
 }
 
 #[test]
+fn conv_shared_with_pool_is_not_recomputed() {
+    // y1 = relu(conv(x)), y2 = max_pool(y1) => conv_impl, max_pool: the conv
+    // output is needed anyway, so fusing would compute the conv twice.
+    use crate::ir::PoolKind;
+    let (mut g, x) = graph(&[&[1, 3, 16, 16]]);
+    let c = conv2d(&mut g, x[0], 8, 3);
+    let r = op(&mut g, Op::Unary(UnaryOp::Relu), &[c]);
+    let y = pool2d(&mut g, r, PoolKind::Max, 2, 0);
+    g.add_output("y1", r);
+    g.add_output("y2", y);
+    check(g, &["conv_impl", "max_pool"]);
+}
+
+#[test]
 fn conv_avg_pool_stays_apart() {
     // avg_pool(conv(x)) => avg_pool(conv_impl(x, w)): only max pools fuse
     use crate::ir::PoolKind;
