@@ -173,6 +173,7 @@ fn conv_residual_relu_runs() {
                         }
                     },
                     relu: false,
+                    pool: None,
                 },
                 &[x, w, b],
             )

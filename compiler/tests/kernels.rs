@@ -2276,6 +2276,7 @@ fn conv_packed_im2col() {
                 group,
                 algo,
                 relu,
+                pool: None,
             };
             ck.op(
                 &format!("conv {algo:?} x{xs:?} w{ws:?} s{strides:?} d{dil:?} p{pads:?} g{group} bias {bias} relu {relu}"),
@@ -2350,6 +2351,61 @@ fn attention_strided_views() {
                     op,
                     args_with_consts(ts, &[]),
                     softmax_tol(lk),
+                );
+            }
+        }
+    }
+    ck.finish();
+}
+
+/// Conv (+ bias, relu) with a fused max pool: each chunk of pooled rows
+/// computes its conv rows into a tile and pools from it. Odd sizes, pools
+/// with and without overlap (recomputed rows), pads, ceil_mode, chunkings
+/// whose first/last tiles are clamped, and windows skipping conv rows.
+#[test]
+fn conv_max_pool_fused() {
+    use nnc_compiler::ir::ConvAlgo;
+    let mut ck = Checker::new("conv max pool fused");
+    let mut rng = Rng::new(31);
+    #[allow(clippy::type_complexity)]
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<usize>, Vec<usize>, [usize; 2], [usize; 4], [usize; 2], [usize; 2], [usize; 4], bool, Vec<usize>)> = vec![
+        // x, w, conv strides, conv pads, pool kernel, pool strides, pool pads, ceil, pooled chunk rows
+        (vec![2, 1, 28, 28], vec![32, 1, 3, 3], [1, 1], [0; 4], [2, 2], [2, 2], [0; 4], false, vec![13, 1, 2]),
+        (vec![1, 32, 13, 13], vec![64, 32, 3, 3], [1, 1], [0; 4], [2, 2], [2, 2], [0; 4], false, vec![5, 1]),
+        (vec![1, 3, 1, 1], vec![5, 3, 3, 3], [1, 1], [1; 4], [2, 2], [2, 2], [0, 0, 1, 1], false, vec![1]),
+        (vec![1, 3, 3, 3], vec![7, 3, 3, 3], [1, 1], [1; 4], [2, 2], [2, 2], [0; 4], true, vec![2, 1]),
+        (vec![1, 5, 17, 17], vec![9, 5, 3, 3], [1, 1], [1; 4], [3, 3], [2, 2], [1; 4], false, vec![9, 3, 1]),
+        (vec![1, 3, 17, 19], vec![11, 3, 3, 3], [1, 1], [0; 4], [3, 3], [2, 2], [1; 4], true, vec![8, 2, 1]),
+        (vec![1, 4, 63, 63], vec![33, 4, 3, 3], [1, 1], [1; 4], [2, 2], [2, 2], [0; 4], false, vec![31, 1]),
+        (vec![1, 3, 65, 65], vec![16, 3, 7, 7], [2, 2], [3; 4], [3, 3], [2, 2], [1; 4], false, vec![17, 4, 1]),
+        (vec![2, 6, 15, 65], vec![10, 3, 3, 3], [1, 1], [1; 4], [2, 3], [2, 3], [0, 1, 0, 1], false, vec![5, 1]),
+        (vec![1, 16, 12, 12], vec![48, 16, 3, 3], [1, 1], [1; 4], [3, 3], [1, 1], [0; 4], false, vec![10, 5, 2, 1]),
+    ];
+    for (xs, ws, strides, pads, pk, ps, pp, ceil, chunkings) in cases {
+        let group = xs[1] / ws[1];
+        for chunk_rows in chunkings {
+            for (bias, relu) in [(false, false), (true, true)] {
+                let kernel = [ws[2], ws[3]];
+                let window = win(&kernel, &strides, &[1, 1], &pads, false);
+                let pool = win(&pk, &ps, &[1, 1], &pp, ceil);
+                let mut ts = vec![randn(&mut rng, &xs), randn(&mut rng, &ws)];
+                if bias {
+                    ts.push(randn(&mut rng, &[ws[0]]));
+                }
+                let k = ws[1] * kernel[0] * kernel[1];
+                let op = Op::ConvImpl {
+                    window,
+                    group,
+                    algo: ConvAlgo::Im2col { chunk_rows },
+                    relu,
+                    pool: Some(Box::new(pool)),
+                };
+                ck.op(
+                    &format!("conv x{xs:?} w{ws:?} s{strides:?} p{pads:?} pool {pk:?}/{ps:?} p{pp:?} ceil {ceil} rows {chunk_rows} bias {bias} relu {relu}"),
+                    op,
+                    args_with_consts(ts, &[1, 2]),
+                    accum_tol(k, 1.0),
                 );
             }
         }
@@ -2458,6 +2514,7 @@ fn conv_algorithms() {
                 group,
                 algo,
                 relu,
+                pool: None,
             };
             ck.op(
                 &format!("conv {algo:?} x{xs:?} w{ws:?} bias {bias} relu {relu}"),

@@ -320,6 +320,7 @@ fn kernels_split_over_threads_bit_identically() {
                 group: 1,
                 algo: ConvAlgo::Im2col { chunk_rows },
                 relu: false,
+                pool: None,
             },
             vec![
                 Arg::In(rng.tensor(&[1, 16, 24, 32])),
@@ -339,6 +340,7 @@ fn kernels_split_over_threads_bit_identically() {
             group: 1,
             algo: ConvAlgo::Im2col { chunk_rows: 8 },
             relu: true,
+            pool: None,
         },
         vec![
             Arg::In(rng.tensor(&[1, 8, 56, 56])),
@@ -356,6 +358,7 @@ fn kernels_split_over_threads_bit_identically() {
             group: 2,
             algo: ConvAlgo::Im2col { chunk_rows: 3 },
             relu: false,
+            pool: None,
         },
         vec![
             Arg::In(rng.tensor(&[2, 16, 24, 24])),
@@ -376,6 +379,7 @@ fn kernels_split_over_threads_bit_identically() {
                 group: 1,
                 algo: ConvAlgo::Im2col { chunk_rows: 7 },
                 relu: true,
+                pool: None,
             },
             vec![
                 Arg::In(rng.tensor(&[1, c, hw, hw])),
@@ -408,6 +412,7 @@ fn kernels_split_over_threads_bit_identically() {
             group: 1,
             algo: ConvAlgo::Pointwise,
             relu: false,
+            pool: None,
         },
         vec![
             Arg::In(rng.tensor(&[4, 32, 16, 16])),
@@ -425,6 +430,7 @@ fn kernels_split_over_threads_bit_identically() {
             group: 1,
             algo: ConvAlgo::Pointwise,
             relu: false,
+            pool: None,
         },
         vec![
             Arg::In(rng.tensor(&[1, 64, 32, 32])),
@@ -441,6 +447,7 @@ fn kernels_split_over_threads_bit_identically() {
             group: 32,
             algo: ConvAlgo::Depthwise,
             relu: false,
+            pool: None,
         },
         vec![
             Arg::In(rng.tensor(&[1, 32, 40, 40])),
@@ -449,6 +456,35 @@ fn kernels_split_over_threads_bit_identically() {
         ],
         9,
     );
+
+    // Conv with a fused max pool: item tasks over (image, chunk), and one
+    // image (ResNet's stem: overlapping windows, clamped end tiles).
+    for (xs, ws, st, pads, pk, pp, rows) in [
+        ([8, 1, 28, 28], [32, 1, 3, 3], 1, [0; 4], 2, [0; 4], 1),
+        ([4, 32, 13, 13], [64, 32, 3, 3], 1, [0; 4], 2, [0; 4], 5),
+        ([1, 3, 64, 64], [64, 3, 7, 7], 2, [3; 4], 3, [1; 4], 4),
+        // One item: the GEMM and im2col split instead, the pool follows.
+        ([1, 32, 27, 27], [64, 32, 3, 3], 1, [1; 4], 3, [1; 4], 14),
+    ] {
+        check(
+            &pools,
+            f,
+            &format!("conv x{xs:?} max pool {pk}x{pk} rows {rows}"),
+            Op::ConvImpl {
+                window: win(&ws[2..], &[st, st], &pads),
+                group: 1,
+                algo: ConvAlgo::Im2col { chunk_rows: rows },
+                relu: true,
+                pool: Some(Box::new(win(&[pk, pk], &[2, 2], &pp))),
+            },
+            vec![
+                Arg::In(rng.tensor(&xs)),
+                Arg::Const(rng.tensor(&ws)),
+                Arg::Const(rng.tensor(&ws[..1])),
+            ],
+            ws[1] * ws[2] * ws[3],
+        );
+    }
 
     // Pooling.
     check(

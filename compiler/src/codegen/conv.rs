@@ -1,11 +1,14 @@
 //! Convolution as GEMM: pointwise convs multiply the weights by the input
 //! directly; others unfold the input (im2col) into scratch first. Both use
-//! the register-blocked GEMM with the bias in its epilogue.
+//! the register-blocked GEMM with the bias in its epilogue. A fused max
+//! pool (`ConvGeom::pool`) sends each chunk's product to a scratch tile and
+//! pools it from there, so the conv output never reaches memory.
 
 use super::gemm::{self, Bias, GemmSpec, Strides};
 use super::kb::{InsExt, Kb};
 use super::movement;
 use super::parallel;
+use super::pool::{self, PoolGeom};
 use super::x86;
 use super::x86::im2col as x86im2col;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -34,6 +37,12 @@ pub struct ConvGeom {
     /// The output already holds an addend (a fused residual): the GEMMs add
     /// into it (bias == C) instead of a per-channel bias.
     pub accumulate: bool,
+    /// A fused max pool (2-D im2col convs only): `h`/`w` are the conv's
+    /// `oh`/`ow`, `oh`/`ow` the pooled extent (`planes` is unused). Each
+    /// chunk of `chunk_rows` *pooled* rows computes the conv rows its
+    /// windows need into a cache-resident tile and pools from there, so
+    /// the conv's output never goes to memory.
+    pub pool: Option<PoolGeom>,
 }
 
 impl ConvGeom {
@@ -47,6 +56,48 @@ impl ConvGeom {
             && self.pad == [0, 0]
             && self.oh == self.h
             && self.ow == self.w
+            && self.pool.is_none()
+    }
+
+    /// Pooled rows per chunk (a divisor of the pooled height), when a pool is fused.
+    fn pooled_rows(&self) -> Option<usize> {
+        let p = self.pool.as_ref()?;
+        let r = self.chunk_rows.clamp(1, p.oh.max(1));
+        Some(if p.oh.is_multiple_of(r) {
+            r
+        } else {
+            p.oh.max(1)
+        })
+    }
+
+    /// Chunks of the conv (of `rows()` rows, or of pooled rows when fused).
+    fn chunk_count(&self) -> usize {
+        match (&self.pool, self.pooled_rows()) {
+            (Some(p), Some(pr)) => p.oh.max(1) / pr,
+            _ => self.oh.max(1) / self.rows(),
+        }
+    }
+
+    /// First conv row of fused chunk `ch`: where its first window starts,
+    /// shifted to keep all `rows()` rows inside the conv output (the tile
+    /// then still holds every row the chunk's windows read; rows outside
+    /// them are recomputed or unused).
+    fn pooled_r0(&self, ch: usize) -> usize {
+        let (p, pr) = (
+            self.pool.as_ref().expect("fused pool"),
+            self.pooled_rows().unwrap_or(1),
+        );
+        let start = (ch * pr * p.stride[0]) as i64 - p.pad_begin[0] as i64;
+        start.clamp(0, (self.oh - self.rows()) as i64) as usize
+    }
+
+    /// Bytes of the conv-output tile of a fused pool chunk of `rows` conv rows.
+    fn tile_bytes(&self, rows: usize) -> usize {
+        if self.pool.is_some() {
+            4 * (self.m / self.group) * rows * self.ow
+        } else {
+            0
+        }
     }
 
     /// Bytes of im2col scratch (0 for pointwise convs).
@@ -68,7 +119,7 @@ impl ConvGeom {
             4 * n * self.m
         } else {
             0
-        }
+        } + self.tile_bytes(rows)
     }
 
     /// Chunks of `rows` output rows narrower than a few vectors leave many
@@ -95,6 +146,8 @@ impl ConvGeom {
     fn items_of(&self, rows: usize) -> usize {
         let chunks = if self.scratch_bytes() == 0 {
             1
+        } else if self.pool.is_some() {
+            self.chunk_count()
         } else {
             self.oh.max(1) / rows
         };
@@ -109,7 +162,8 @@ impl ConvGeom {
     /// layers: 7 chunks of 8 rows serially, 8 chunks of 7 in parallel.)
     pub fn par_rows(&self) -> usize {
         let rows = self.rows();
-        if self.scratch_bytes() == 0 {
+        // Fused pool chunks follow the pooled rows: one chunking.
+        if self.scratch_bytes() == 0 || self.pool.is_some() {
             return rows;
         }
         let even = |r: usize| {
@@ -151,8 +205,13 @@ impl ConvGeom {
         }
     }
 
-    /// Rows per chunk, sanitized (a divisor of `oh`, at least 1).
+    /// Rows per chunk, sanitized (a divisor of `oh`, at least 1). With a
+    /// fused pool: the conv rows one chunk of pooled rows reads (at most `oh`).
     pub fn rows(&self) -> usize {
+        if let (Some(p), Some(pr)) = (&self.pool, self.pooled_rows()) {
+            let need = (pr - 1) * p.stride[0] + (p.k[0] - 1) * p.dil[0] + 1;
+            return need.min(self.oh.max(1));
+        }
         let r = self.chunk_rows.clamp(1, self.oh.max(1));
         if self.oh.is_multiple_of(r) {
             r
@@ -261,7 +320,8 @@ impl<'g> Items<'g> {
             k: kdim,
             a: Strides { row: kdim, col: 1 },
             b_row: if pointwise { g.h * g.w } else { rows * g.ow },
-            c_row: ohw,
+            // A fused pool's product goes to the chunk's tile.
+            c_row: if g.pool.is_some() { rows * g.ow } else { ohw },
             alpha: 1.0,
             bias: if g.accumulate {
                 Some(Bias {
@@ -276,7 +336,13 @@ impl<'g> Items<'g> {
             },
             relu,
         };
-        let chunks = if pointwise { 1 } else { g.oh.max(1) / rows };
+        let chunks = if pointwise {
+            1
+        } else if g.pool.is_some() {
+            g.chunk_count()
+        } else {
+            g.oh.max(1) / rows
+        };
         Items {
             g,
             wconst,
@@ -285,6 +351,15 @@ impl<'g> Items<'g> {
             spec,
             pointwise,
             has_bias,
+        }
+    }
+
+    /// First output row of chunk `ch` (a conv row, also with a fused pool).
+    fn r0_of(&self, ch: usize) -> usize {
+        if self.g.pool.is_some() {
+            self.g.pooled_r0(ch)
+        } else {
+            ch * self.rows
         }
     }
 
@@ -310,7 +385,8 @@ impl<'g> Items<'g> {
         };
         let grp = (g.group > 1).then(|| k.b.ins_urem(ng, g.group as i64));
         let xin = k.index(x, ng, (4 * cg * g.h * g.w) as i64);
-        let c = k.index(y, ng, (4 * mg * g.oh * g.ow) as i64);
+        let out_plane = g.pool.as_ref().map_or(g.oh * g.ow, |p| p.oh * p.ow);
+        let c = k.index(y, ng, (4 * mg * out_plane) as i64);
         let (a, bi) = match grp {
             Some(grp) => (
                 k.index(w, grp, (4 * mg * kdim) as i64),
@@ -325,29 +401,93 @@ impl<'g> Items<'g> {
         };
         // One chunk of `rows` output rows: unfold, then multiply into C's columns.
         let s = k.index(s, slot, g.block_bytes(self.rows) as i64);
-        let r0 = match chunk {
-            Some(ch) => k.b.ins().imul_imm_s(ch, self.rows as i64),
-            None => k.iconst(0),
+        let r0 = match (chunk, &g.pool) {
+            (Some(ch), Some(p)) => {
+                // max(0, min(ch·pr·s − pb, oh − rows)) (see `pooled_r0`)
+                let pr = g.pooled_rows().unwrap_or(1);
+                let t = k.b.ins().imul_imm_s(ch, (pr * p.stride[0]) as i64);
+                let t = k.b.ins().iadd_imm_s(t, -(p.pad_begin[0] as i64));
+                let hi = k.iconst((g.oh - self.rows) as i64);
+                let t = k.b.ins().smin(t, hi);
+                let zero = k.iconst(0);
+                k.b.ins().smax(t, zero)
+            }
+            (Some(ch), None) => k.b.ins().imul_imm_s(ch, self.rows as i64),
+            (None, _) => k.iconst(0),
         };
-        let cc = k.index(c, r0, (4 * g.ow) as i64);
-        let bi = if g.accumulate { Some(cc) } else { bi };
-        if self.transposed(k, xin, s, r0, chunk, a, cc, bi) {
-            return;
-        }
-        let nr = if g.stride[1] <= 2 {
-            let bias = self.has_bias.then_some(x);
-            gemm::packed_b_nr(k, &self.spec, bias)
+        let cc = if g.pool.is_some() {
+            k.offset(
+                s,
+                (g.block_bytes(self.rows) - g.tile_bytes(self.rows)) as i64,
+            )
         } else {
-            None
+            k.index(c, r0, (4 * g.ow) as i64)
         };
-        if let Some(nr) = nr {
-            if self.packed_im2col(k, xin, s, r0, chunk, nr) {
+        let bi = if g.accumulate { Some(cc) } else { bi };
+        if !self.transposed(k, xin, s, r0, chunk, a, cc, bi) {
+            let nr = if g.stride[1] <= 2 {
+                let bias = self.has_bias.then_some(x);
+                gemm::packed_b_nr(k, &self.spec, bias)
+            } else {
+                None
+            };
+            if nr.is_some_and(|nr| self.packed_im2col(k, xin, s, r0, chunk, nr)) {
                 gemm::emit_packed_b(k, &self.spec, a, s, cc, bi);
-                return;
+            } else {
+                im2col(k, g, xin, s, r0, self.rows);
+                gemm::emit(k, &self.spec, a, s, cc, bi);
             }
         }
-        im2col(k, g, xin, s, r0, self.rows);
-        gemm::emit(k, &self.spec, a, s, cc, bi);
+        if g.pool.is_some() {
+            self.pool_tile(k, cc, c, chunk);
+        }
+    }
+
+    /// Max-pools the tile of chunk `chunk` into its band of pooled rows of
+    /// the output planes at `c`. The tile's position relative to the
+    /// windows differs only at the ends (clamped first/last chunks): one
+    /// static pool per distinct position, picked by chunk index.
+    fn pool_tile(&self, k: &mut Kb, tile: Value, c: Value, chunk: Option<Value>) {
+        let g = self.g;
+        let p = g.pool.as_ref().expect("fused pool");
+        let pr = g.pooled_rows().unwrap_or(1);
+        let rows = self.rows;
+        let mg = g.m / g.group;
+        // Chunk ch's first window starts `off` rows into its tile (negative:
+        // above it, in the padding).
+        let geom = |ch: usize| -> (PoolGeom, usize) {
+            let off =
+                (ch * pr * p.stride[0]) as i64 - p.pad_begin[0] as i64 - g.pooled_r0(ch) as i64;
+            let skip = off.max(0) as usize;
+            let pg = PoolGeom {
+                planes: mg,
+                h: rows - skip,
+                oh: pr,
+                pad_begin: [(-off).max(0) as usize, p.pad_begin[1]],
+                ..p.clone()
+            };
+            (pg, skip)
+        };
+        let mut groups: Vec<PoolGroup> = Vec::new();
+        for ch in 0..self.chunks {
+            let key = geom(ch);
+            match groups.iter_mut().find(|e| e.0 == key) {
+                Some(e) => e.1.push(ch),
+                None => groups.push((key, vec![ch])),
+            }
+        }
+        groups.sort_by_key(|e| std::cmp::Reverse(e.1.len()));
+        let dst = match chunk {
+            Some(ch) => k.index(c, ch, (4 * pr * p.ow) as i64),
+            None => c,
+        };
+        let y_plane = p.oh * p.ow;
+        let run = |k: &mut Kb, (pg, skip): &(PoolGeom, usize)| {
+            let src = k.offset(tile, (4 * skip * g.ow) as i64);
+            pool::emit_strided(k, pg, src, dst, rows * g.ow, y_plane);
+        };
+        let order: Vec<usize> = (0..groups.len()).collect();
+        pool_dispatch(k, &groups, &order, chunk, &run);
     }
 
     /// The chunk as `Cᵀ = colᵀ·Wᵀ` (see [`ConvGeom::transposable`]): the
@@ -445,7 +585,7 @@ impl<'g> Items<'g> {
             let mut row_ok = Vec::with_capacity(self.rows * g.kh);
             for rr in 0..self.rows {
                 for t in 0..g.kh {
-                    let ih = ((ch * self.rows + rr) * g.stride[0] + t * g.dil[0]) as i64
+                    let ih = ((self.r0_of(ch) + rr) * g.stride[0] + t * g.dil[0]) as i64
                         - g.pad[0] as i64;
                     row_ok.push((0..g.h as i64).contains(&ih));
                 }
@@ -543,6 +683,39 @@ fn dispatch(k: &mut Kb, fns: &[(AsmFn, Vec<usize>)], chunk: Value, args: &[Value
         |k| dispatch(k, &others, chunk, args),
     );
 }
+
+/// Runs the group (of `order`, indices into `groups`) holding `chunk`;
+/// the first is the default.
+fn pool_dispatch(
+    k: &mut Kb,
+    groups: &[PoolGroup],
+    order: &[usize],
+    chunk: Option<Value>,
+    run: &dyn Fn(&mut Kb, &(PoolGeom, usize)),
+) {
+    let (Some(chunk), Some((&last, rest))) = (chunk, order[1..].split_last()) else {
+        run(k, &groups[order[0]].0);
+        return;
+    };
+    let mut cond = None;
+    for &ch in &groups[last].1 {
+        let eq = k.b.ins().icmp_imm_s(IntCC::Equal, chunk, ch as i64);
+        cond = Some(match cond {
+            Some(c) => k.b.ins().bor(c, eq),
+            None => eq,
+        });
+    }
+    let mut others = vec![order[0]];
+    others.extend_from_slice(rest);
+    k.if_else(
+        cond.expect("group has a chunk"),
+        |k| run(k, &groups[last].0),
+        |k| pool_dispatch(k, groups, &others, Some(chunk), run),
+    );
+}
+
+/// A fused pool's tile geometry (and rows skipped) with its chunks.
+type PoolGroup = ((PoolGeom, usize), Vec<usize>);
 
 /// Unfolds output rows r0..r0+rows of one group of one image: row
 /// (c, kh, kw), column (oh − r0, ow).

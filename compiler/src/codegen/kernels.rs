@@ -90,6 +90,17 @@ pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
             algo: ConvAlgo::Depthwise,
             ..
         } if args.len() == 4 => Err("depthwise conv with a fused residual".into()),
+        Op::ConvImpl {
+            window,
+            algo,
+            pool: Some(_),
+            ..
+        } if !matches!(algo, ConvAlgo::Im2col { .. })
+            || window.spatial_rank() != 2
+            || args.len() == 4 =>
+        {
+            Err("fused pool needs a 2-D im2col conv without residual".into())
+        }
         Op::Conv { window, .. } | Op::ConvImpl { window, .. } | Op::Pool { window, .. } => {
             need_f32(op.name())?;
             if window.spatial_rank() > 2 {
@@ -178,7 +189,30 @@ fn conv_geom(
         group,
         chunk_rows: usize::MAX, // whole output: one im2col block
         accumulate: false,
+        pool: None,
     }
+}
+
+/// The geometry of a conv_impl: with a fused pool, of the conv's own
+/// (unpooled) output, the pool window over it.
+fn conv_impl_geom(
+    window: &crate::ir::Window,
+    group: usize,
+    pool: Option<&crate::ir::Window>,
+    args: &[&TensorType],
+    y: &TensorType,
+) -> ConvGeom {
+    let Some(pw) = pool else {
+        return conv_geom(window, group, args[0], args[1], y);
+    };
+    let conv = Op::Conv {
+        window: window.clone(),
+        group,
+    };
+    let cy = conv.infer(&args[..2]).expect("checked conv");
+    let mut g = conv_geom(window, group, args[0], args[1], &cy);
+    g.pool = Some(window_pool(pw, &cy, y, PoolKind::Max));
+    g
 }
 
 /// Temporary bytes the kernel needs beside its result.
@@ -192,10 +226,11 @@ pub fn scratch_bytes(g: &Graph, id: ValueId) -> usize {
             window,
             group,
             algo,
+            pool,
             ..
         } => match algo {
             ConvAlgo::Im2col { chunk_rows } => {
-                let mut geom = conv_geom(window, *group, args[0], args[1], g.ty(id));
+                let mut geom = conv_impl_geom(window, *group, pool.as_deref(), &args, g.ty(id));
                 geom.chunk_rows = *chunk_rows;
                 geom.total_scratch_bytes()
             }
@@ -501,8 +536,9 @@ pub fn emit(
             group,
             algo,
             relu,
+            pool,
         } => {
-            let mut geom = conv_geom(window, *group, args[0], args[1], y);
+            let mut geom = conv_impl_geom(window, *group, pool.as_deref(), &args, y);
             // A fused residual: out = r + bias first (one elementwise pass),
             // then the conv's GEMMs accumulate into out.
             let mut bias = a.get(2).copied();

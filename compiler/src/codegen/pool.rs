@@ -103,60 +103,138 @@ pub fn emit(k: &mut Kb, g: &PoolGeom, x: Value, y: Value) {
         return;
     }
     parallel::parallel_items(k, g.planes, tasks, &[x, y], &mut |k, c, p, _| {
-        let (x, y) = (c[0], c[1]);
-        let xp = k.index(x, p, (4 * g.h * g.w) as i64);
-        let yp = k.index(y, p, (4 * g.oh * g.ow) as i64);
-        for hrun in &hr {
-            for wrun in &wr {
-                k.for_range(hrun.o_lo as i64, hrun.o_hi as i64, 1, |k, oh| {
-                    // &x[oh·s − pb][·]
-                    let ih0 = k.b_ins_imul_add(oh, g.stride[0] as i64, -(g.pad_begin[0] as i64));
-                    let xrow = k.index(xp, ih0, (4 * g.w) as i64);
-                    let yrow = k.index(yp, oh, (4 * g.ow) as i64);
-                    k.for_range(wrun.o_lo as i64, wrun.o_hi as i64, 1, |k, ow| {
-                        let iw0 =
-                            k.b_ins_imul_add(ow, g.stride[1] as i64, -(g.pad_begin[1] as i64));
-                        let base = k.index(xrow, iw0, 4);
-                        // A max window entirely in padding (only possible
-                        // with pads ≥ kernel) gives onnxruntime's initial
-                        // value, f32::MIN, as the reference does, not −inf.
-                        let empty = hrun.t_lo == hrun.t_hi || wrun.t_lo == wrun.t_hi;
-                        let init = match (g.max, empty) {
-                            (true, true) => f32::MIN,
-                            (true, false) => f32::NEG_INFINITY,
-                            (false, _) => 0.0,
-                        };
-                        let mut acc = k.cst(F32, init);
-                        for th in hrun.t_lo..hrun.t_hi {
-                            for tw in wrun.t_lo..wrun.t_hi {
-                                let off = 4 * ((th * g.dil[0] * g.w) + tw * g.dil[1]) as i64;
-                                let v = k.load(F32, base, off);
-                                acc = if g.max { k.max(acc, v) } else { k.add(acc, v) };
-                            }
-                        }
-                        if !g.max {
-                            let cnt = if g.count_include_pad {
-                                hrun.padded_count * wrun.padded_count
-                            } else {
-                                (hrun.t_hi - hrun.t_lo) * (wrun.t_hi - wrun.t_lo)
-                            };
-                            let inv = k.cst(F32, 1.0 / cnt.max(1) as f32);
-                            acc = k.mul(acc, inv);
-                        }
-                        k.store_at(acc, yrow, ow);
-                    });
-                });
+        let xp = k.index(c[0], p, (4 * g.h * g.w) as i64);
+        let yp = k.index(c[1], p, (4 * g.oh * g.ow) as i64);
+        plane(k, g, &hr, &wr, xp, yp);
+    });
+}
+
+/// Pools the `g.planes` planes at `x` (planes `x_plane` floats apart) into
+/// `y` (planes `y_plane` floats apart) on the calling thread: a fused
+/// conv's cache-resident tile into a band of rows of the pooled output.
+pub fn emit_strided(k: &mut Kb, g: &PoolGeom, x: Value, y: Value, x_plane: usize, y_plane: usize) {
+    let hr = runs(
+        g.oh,
+        g.h,
+        g.k[0],
+        g.stride[0],
+        g.dil[0],
+        g.pad_begin[0],
+        g.pad_end[0],
+    );
+    let wr = runs(
+        g.ow,
+        g.w,
+        g.k[1],
+        g.stride[1],
+        g.dil[1],
+        g.pad_begin[1],
+        g.pad_end[1],
+    );
+    let f = if g.max { asm_fn(k, g, &hr) } else { None };
+    if let Some((fid, sig)) = &f {
+        // Dense planes: one call for all of them.
+        if x_plane == g.h * g.w && y_plane == g.oh * g.ow {
+            let fref = x86::backend::import_function(k.b.func, *fid, sig.clone());
+            let n = k.iconst(g.planes as i64);
+            let unused = k.iconst(0);
+            k.b.ins().call(fref, &[x, y, n, unused]);
+            return;
+        }
+    }
+    k.for_range(0, g.planes as i64, 1, |k, p| {
+        let xp = k.index(x, p, 4 * x_plane as i64);
+        let yp = k.index(y, p, 4 * y_plane as i64);
+        match &f {
+            Some((fid, sig)) => {
+                let fref = x86::backend::import_function(k.b.func, *fid, sig.clone());
+                let one = k.iconst(1);
+                let unused = k.iconst(0);
+                k.b.ins().call(fref, &[xp, yp, one, unused]);
             }
+            None => plane(k, g, &hr, &wr, xp, yp),
         }
     });
+}
+
+/// One plane `xp` → `yp`, window clipping resolved per run.
+fn plane(k: &mut Kb, g: &PoolGeom, hr: &[Run], wr: &[Run], xp: Value, yp: Value) {
+    for hrun in hr {
+        for wrun in wr {
+            k.for_range(hrun.o_lo as i64, hrun.o_hi as i64, 1, |k, oh| {
+                // &x[oh·s − pb][·]
+                let ih0 = k.b_ins_imul_add(oh, g.stride[0] as i64, -(g.pad_begin[0] as i64));
+                let xrow = k.index(xp, ih0, (4 * g.w) as i64);
+                let yrow = k.index(yp, oh, (4 * g.ow) as i64);
+                k.for_range(wrun.o_lo as i64, wrun.o_hi as i64, 1, |k, ow| {
+                    let iw0 = k.b_ins_imul_add(ow, g.stride[1] as i64, -(g.pad_begin[1] as i64));
+                    let base = k.index(xrow, iw0, 4);
+                    // A max window entirely in padding (only possible
+                    // with pads ≥ kernel) gives onnxruntime's initial
+                    // value, f32::MIN, as the reference does, not −inf.
+                    let empty = hrun.t_lo == hrun.t_hi || wrun.t_lo == wrun.t_hi;
+                    let init = match (g.max, empty) {
+                        (true, true) => f32::MIN,
+                        (true, false) => f32::NEG_INFINITY,
+                        (false, _) => 0.0,
+                    };
+                    let mut acc = k.cst(F32, init);
+                    for th in hrun.t_lo..hrun.t_hi {
+                        for tw in wrun.t_lo..wrun.t_hi {
+                            let off = 4 * ((th * g.dil[0] * g.w) + tw * g.dil[1]) as i64;
+                            let v = k.load(F32, base, off);
+                            acc = if g.max { k.max(acc, v) } else { k.add(acc, v) };
+                        }
+                    }
+                    if !g.max {
+                        let cnt = if g.count_include_pad {
+                            hrun.padded_count * wrun.padded_count
+                        } else {
+                            (hrun.t_hi - hrun.t_lo) * (wrun.t_hi - wrun.t_lo)
+                        };
+                        let inv = k.cst(F32, 1.0 / cnt.max(1) as f32);
+                        acc = k.mul(acc, inv);
+                    }
+                    k.store_at(acc, yrow, ow);
+                });
+            });
+        }
+    }
 }
 
 /// Max pooling with the assembled AVX-512 row kernel (see
 /// `x86::pool`); false (nothing emitted) when the target or shape does not
 /// allow it.
 fn emit_asm(k: &mut Kb, g: &PoolGeom, hr: &[Run], x: Value, y: Value, tasks: usize) -> bool {
-    if std::env::var_os("NNC_NO_ASM_POOL").is_some() {
+    let Some((fid, sig)) = asm_fn(k, g, hr) else {
         return false;
+    };
+    let call = |k: &mut Kb, x: Value, y: Value, planes: Value| {
+        let fref = x86::backend::import_function(k.b.func, fid, sig.clone());
+        let unused = k.iconst(0);
+        k.b.ins().call(fref, &[x, y, planes, unused]);
+    };
+    if tasks <= 1 || k.threads.is_none() {
+        let n = k.iconst(g.planes as i64);
+        call(k, x, y, n);
+        return true;
+    }
+    parallel::parallel_items(k, g.planes, tasks, &[x, y], &mut |k, c, p, _| {
+        let xp = k.index(c[0], p, (4 * g.h * g.w) as i64);
+        let yp = k.index(c[1], p, (4 * g.oh * g.ow) as i64);
+        let one = k.iconst(1);
+        call(k, xp, yp, one);
+    });
+    true
+}
+
+type AsmFn = (cranelift_module::FuncId, cranelift_codegen::ir::Signature);
+
+/// The assembled max pool for `g` (one call per run of planes), when the
+/// target and shape allow it.
+fn asm_fn(k: &mut Kb, g: &PoolGeom, hr: &[Run]) -> Option<AsmFn> {
+    if std::env::var_os("NNC_NO_ASM_POOL").is_some() {
+        return None;
     }
     let spec = x86pool::MaxPool {
         h: g.h,
@@ -178,33 +256,14 @@ fn emit_asm(k: &mut Kb, g: &PoolGeom, hr: &[Run], x: Value, y: Value, tasks: usi
             .collect(),
     };
     if !spec.supported() {
-        return false;
+        return None;
     }
-    let Some(be) = k.asm() else { return false };
+    let be = k.asm()?;
     if be.level() != x86::Level::Avx512 {
-        return false;
+        return None;
     }
     let key = format!("maxpool {spec:?}");
-    let Some((fid, sig)) = be.func(&key, &mut |_| x86pool::assemble(&spec)) else {
-        return false;
-    };
-    let call = |k: &mut Kb, x: Value, y: Value, planes: Value| {
-        let fref = x86::backend::import_function(k.b.func, fid, sig.clone());
-        let unused = k.iconst(0);
-        k.b.ins().call(fref, &[x, y, planes, unused]);
-    };
-    if tasks <= 1 || k.threads.is_none() {
-        let n = k.iconst(g.planes as i64);
-        call(k, x, y, n);
-        return true;
-    }
-    parallel::parallel_items(k, g.planes, tasks, &[x, y], &mut |k, c, p, _| {
-        let xp = k.index(c[0], p, (4 * g.h * g.w) as i64);
-        let yp = k.index(c[1], p, (4 * g.oh * g.ow) as i64);
-        let one = k.iconst(1);
-        call(k, xp, yp, one);
-    });
-    true
+    be.func(&key, &mut |_| x86pool::assemble(&spec))
 }
 
 #[cfg(test)]

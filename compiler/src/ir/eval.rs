@@ -166,21 +166,38 @@ fn eval_data(op: &Op, args: &[&Tensor], out: &[usize]) -> Result<TensorData, Str
             window,
             group,
             relu,
+            pool: fused_pool,
             ..
         } => {
-            let mut y = conv(&args[..args.len().min(3)], window, *group, out)?;
+            // With a fused pool `out` is the pooled shape: the conv's own
+            // output shape comes from its window.
+            let mut cshape = vec![out[0], args[1].shape[0]];
+            for i in 0..window.spatial_rank() {
+                cshape.push(window.out_size(i, args[0].shape[i + 2])?);
+            }
+            let mut y = conv(&args[..args.len().min(3)], window, *group, &cshape)?;
             if let (Some(r), TensorData::F32(v)) = (args.get(3), &mut y) {
                 for (a, b) in v.iter_mut().zip(f32s(r)?) {
                     *a += b;
                 }
             }
-            match y {
+            let y = match y {
                 TensorData::F32(v) if *relu => TensorData::F32(
                     v.into_iter()
                         .map(|x| if x < 0.0 { 0.0 } else { x })
                         .collect(),
                 ),
                 d => d,
+            };
+            match fused_pool {
+                Some(p) => {
+                    let t = Tensor {
+                        shape: cshape,
+                        data: y,
+                    };
+                    pool(&t, PoolKind::Max, p, out)?
+                }
+                None => y,
             }
         }
         Op::Pool { kind, window } => pool(a, *kind, window, out)?,

@@ -27,7 +27,14 @@ pub fn flops(g: &Graph) -> u64 {
                 let w = arg(1);
                 let per_out: u64 =
                     w.shape[1] as u64 * window.kernel.iter().map(|&k| k as u64).product::<u64>();
-                let _ = group;
+                // A fused pool: count the conv's own (unpooled) outputs.
+                let conv = Op::Conv {
+                    window: window.clone(),
+                    group: *group,
+                };
+                let out = conv
+                    .infer(&[arg(0), arg(1)])
+                    .map_or(out, |t| t.numel() as u64);
                 2 * out * per_out
             }
             Op::Attention { views, .. } => {

@@ -289,11 +289,15 @@ pub enum Op {
     /// `relu` fuses a following Relu into the kernel's epilogue; a fourth
     /// input (after the bias) is a residual of the result's shape added
     /// before it (`relu(conv(x, w, b) + r)`, ResNet's block tail).
+    /// `pool` fuses a following max pool (2-D, no residual): the result is
+    /// `max_pool(relu?(conv))`, and the conv output never goes to memory;
+    /// with im2col, `chunk_rows` then counts *pooled* rows per chunk.
     ConvImpl {
         window: Window,
         group: usize,
         algo: ConvAlgo,
         relu: bool,
+        pool: Option<Box<Window>>,
     },
     /// N-d pooling, NCHW.
     Pool {
@@ -499,6 +503,7 @@ impl Op {
                 group,
                 algo,
                 relu,
+                pool,
             } => {
                 let a = match algo {
                     ConvAlgo::Im2col { chunk_rows } => format!("im2col(rows={chunk_rows})"),
@@ -506,7 +511,11 @@ impl Op {
                     ConvAlgo::Depthwise => "depthwise".into(),
                 };
                 let r = if *relu { " relu=true" } else { "" };
-                format!("{} group={group} algo={a}{r}", window_attrs(window))
+                let p = match pool {
+                    Some(p) => format!(" max_pool=({})", window_attrs(p)),
+                    None => String::new(),
+                };
+                format!("{} group={group} algo={a}{r}{p}", window_attrs(window))
             }
             Op::Pool { kind, window } => match kind {
                 PoolKind::Max => window_attrs(window),
@@ -704,18 +713,33 @@ impl Op {
                 Ok(TensorType::new(DType::F32, vec![m, n]))
             }
             Op::Fused { expr } => expr.infer(args),
-            Op::ConvImpl { window, group, .. } => {
+            Op::ConvImpl {
+                window,
+                group,
+                pool,
+                ..
+            } => {
                 let y = Op::Conv {
                     window: window.clone(),
                     group: *group,
                 }
                 .infer(&args[..args.len().min(3)])?;
                 if let Some(r) = args.get(3) {
+                    if pool.is_some() {
+                        return Err("conv with a fused pool takes no residual".into());
+                    }
                     if **r != y {
                         return Err(format!("conv residual {r} differs from the result {y}"));
                     }
                 }
-                Ok(y)
+                match pool {
+                    Some(p) => Op::Pool {
+                        kind: PoolKind::Max,
+                        window: (**p).clone(),
+                    }
+                    .infer(&[&y]),
+                    None => Ok(y),
+                }
             }
             Op::Conv { window, group } => {
                 f32_only("conv")?;

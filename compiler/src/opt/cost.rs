@@ -151,6 +151,13 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
             Op::ConvImpl {
                 window,
                 group,
+                algo: ConvAlgo::Im2col { chunk_rows },
+                pool: Some(pw),
+                ..
+            } => conv_pool_ns(m, window, *group, *chunk_rows, pw, args, out) + mem,
+            Op::ConvImpl {
+                window,
+                group,
                 algo,
                 ..
             } => match args.get(3) {
@@ -193,6 +200,45 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                 flops / m.gemm_gflops + 12.0 * exps / m.elem_gops + mem
             }
         }
+}
+
+/// A conv with a fused max pool: per chunk of `chunk_rows` pooled rows the
+/// conv rows its windows read (recomputed where chunks overlap, skipped
+/// where no window reads them), priced as im2col chunks of that many rows,
+/// plus the pooling of the cache-resident tile. The conv output's write
+/// and reread, the point of the fusion, are gone.
+fn conv_pool_ns(
+    m: &Machine,
+    w: &Window,
+    group: usize,
+    chunk_rows: usize,
+    pw: &Window,
+    args: &[&TensorType],
+    out: &TensorType,
+) -> f64 {
+    let conv = Op::Conv {
+        window: w.clone(),
+        group,
+    };
+    let Ok(cy) = conv.infer(&args[..2]) else {
+        return f64::INFINITY;
+    };
+    let (oh, ph) = (cy.shape[2].max(1), out.shape[2].max(1));
+    let pr = chunk_rows.clamp(1, ph);
+    let pr = if ph.is_multiple_of(pr) { pr } else { ph };
+    let rows = ((pr - 1) * pw.strides[0] + (pw.kernel[0] - 1) * pw.dilations[0] + 1).min(oh);
+    let computed = rows * (ph / pr);
+    let per_row = conv_ns(
+        m,
+        w,
+        group,
+        ConvAlgo::Im2col { chunk_rows: rows },
+        args,
+        &cy,
+    ) / oh as f64;
+    let tile = 4 * out.shape[1] / group.max(1) * rows * cy.shape[3];
+    let pool = out.numel() as f64 * pw.kernel.iter().product::<usize>() as f64 / m.elem_gops;
+    per_row * computed as f64 + pool + m.mem_ns(tile) * (out.shape[0] * group * ph / pr) as f64
 }
 
 /// A 1×1 conv with unit strides and no padding (output plane = input plane).

@@ -3,7 +3,7 @@
 //! replacement. The one-line algebra of each rule is in its comment.
 
 use super::lang::{add_const, add_op, attr_of, Nnc, EG};
-use crate::ir::{eval, BinaryOp, ConvAlgo, Op, ReduceOp, Tensor, TensorType, UnaryOp};
+use crate::ir::{eval, BinaryOp, ConvAlgo, Op, PoolKind, ReduceOp, Tensor, TensorType, UnaryOp};
 use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
 use std::sync::Arc;
 
@@ -534,6 +534,7 @@ fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
                 group,
                 algo,
                 relu: false,
+                pool: None,
             },
             &args,
         );
@@ -556,6 +557,7 @@ fn conv_relu(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
         group,
         algo,
         relu: false,
+        pool,
     } = op(eg, s, "?c")?
     else {
         return None;
@@ -572,10 +574,112 @@ fn conv_relu(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
             group,
             algo,
             relu: true,
+            // relu commutes with max: relu(max_pool(conv)) = max_pool(relu(conv))
+            pool,
         },
         &ch,
     );
     same_type(eg, c, new).then_some(new)
+}
+
+/// max_pool(conv_impl(x, w, b)) → conv_impl(x, w, b) with the pool fused,
+/// for every 2-D im2col algorithm of the conv without residual: each chunk
+/// of pooled rows computes its conv rows into a cache-resident tile and
+/// pools from there (the conv's output never goes to memory). Chunkings
+/// as for the conv (pooled rows whose tile + unfolded block fit about
+/// L2/2, L2/8; all rows); the cost model weighs the saved traffic against
+/// rows recomputed where windows overlap chunk boundaries.
+/// `NNC_NO_CONV_POOL` turns it off (to measure against the unfused pair).
+fn conv_pool(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    if std::env::var_os("NNC_NO_CONV_POOL").is_some() {
+        return None;
+    }
+    let Op::Pool {
+        kind: PoolKind::Max,
+        window: pw,
+    } = op(eg, s, "?p")?
+    else {
+        return None;
+    };
+    let out = ty(eg, c)?;
+    if pw.spatial_rank() != 2 || out.rank() != 4 {
+        return None;
+    }
+    let convs: Vec<(Op, Vec<Id>)> = eg[v(s, "?cv")]
+        .nodes
+        .iter()
+        .filter_map(|n| match n {
+            Nnc::Op("conv_impl", ch) if ch.len() <= 4 => match attr_of(eg, ch[0]) {
+                Some(
+                    o @ Op::ConvImpl {
+                        algo: ConvAlgo::Im2col { .. },
+                        pool: None,
+                        ..
+                    },
+                ) => Some((o.clone(), ch[1..].to_vec())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let cy = ty(eg, v(s, "?cv"))?;
+    let (oh, ow, ph) = (cy.shape[2], cy.shape[3], out.shape[2]);
+    let l2 = eg.analysis.l2_bytes.max(1 << 16);
+    let mut first = None;
+    for (o, args) in convs {
+        let Op::ConvImpl {
+            window,
+            group,
+            relu,
+            ..
+        } = o
+        else {
+            continue;
+        };
+        let wt = ty(eg, args[1])?;
+        let per = wt.shape[1] * window.kernel.iter().product::<usize>();
+        let mg = wt.shape[0] / group.max(1);
+        // conv rows a chunk of `pr` pooled rows reads, and its scratch bytes
+        let need = |pr: usize| {
+            ((pr - 1) * pw.strides[0] + (pw.kernel[0] - 1) * pw.dilations[0] + 1).min(oh)
+        };
+        let bytes = |pr: usize| 4 * (per + mg) * need(pr) * ow;
+        let fit = |budget: usize| {
+            (1..=ph)
+                .rev()
+                .find(|&r| ph % r == 0 && bytes(r) <= budget)
+                .unwrap_or(1)
+        };
+        let mut rows = vec![ph.max(1)];
+        for r in [fit(l2 / 2), fit(l2 / 8)] {
+            if !rows.contains(&r) {
+                rows.push(r);
+            }
+        }
+        for chunk_rows in rows {
+            let new = add_op(
+                eg,
+                &Op::ConvImpl {
+                    window: window.clone(),
+                    group,
+                    algo: ConvAlgo::Im2col { chunk_rows },
+                    relu,
+                    pool: Some(Box::new(pw.clone())),
+                },
+                &args,
+            );
+            if !same_type(eg, c, new) {
+                continue;
+            }
+            match first {
+                None => first = Some(new),
+                Some(f) => {
+                    eg.union(f, new);
+                }
+            }
+        }
+    }
+    first
 }
 
 /// All rules, in a fixed order (saturation is deterministic for a given model).
@@ -623,6 +727,7 @@ pub fn rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
         rule("conv-algorithms-bias", "(conv ?c ?x ?w ?b)", conv_algorithms),
         rule("conv-residual", "(add ?ad ?cv ?r)", conv_residual),
         rule("conv-relu", "(relu ?r ?cv)", conv_relu_any),
+        rule("conv-pool", "(max_pool ?p ?cv)", conv_pool),
         rule("transpose-transpose", "(transpose ?t2 (transpose ?t1 ?x))", transpose_transpose),
         rule("transpose-identity", "(transpose ?t ?x)", transpose_identity),
         rule("reshape-transpose", "(reshape ?r (transpose ?t ?y))", reshape_of_transpose),
@@ -731,7 +836,10 @@ fn conv_residual(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
             Nnc::Op("conv_impl", ch) if ch.len() <= 4 => match attr_of(eg, ch[0]) {
                 Some(
                     o @ Op::ConvImpl {
-                        relu: false, algo, ..
+                        relu: false,
+                        algo,
+                        pool: None,
+                        ..
                     },
                 ) if *algo != ConvAlgo::Depthwise => Some((o.clone(), ch[1..].to_vec())),
                 _ => None,

@@ -641,6 +641,68 @@ fn conv_relu_after_batchnorm_folding() {
     assert!(attrs_of(&o, "conv_impl")[0].contains("relu=true"));
 }
 
+fn pool2d(g: &mut Graph, x: ValueId, kind: crate::ir::PoolKind, k: usize, pad: usize) -> ValueId {
+    let window = Window {
+        kernel: vec![k, k],
+        strides: vec![2, 2],
+        dilations: vec![1, 1],
+        pads: vec![pad; 4],
+        ceil_mode: false,
+    };
+    op(g, Op::Pool { kind, window }, &[x])
+}
+
+#[test]
+fn conv_relu_max_pool_fuses() {
+    // max_pool(relu(conv(x))) => conv_impl(x, w; relu, max_pool)
+    use crate::ir::PoolKind;
+    let (mut g, x) = graph(&[&[2, 3, 9, 9]]);
+    let c = conv2d(&mut g, x[0], 5, 3);
+    let r = op(&mut g, Op::Unary(UnaryOp::Relu), &[c]);
+    let y = pool2d(&mut g, r, PoolKind::Max, 3, 1);
+    g.add_output("y", y);
+    let o = optimized(&g);
+    check(g, &["conv_impl"]);
+    let a = &attrs_of(&o, "conv_impl")[0];
+    assert!(
+        a.contains("relu=true max_pool=(kernel=[3, 3] strides=[2, 2]"),
+        "{a}"
+    );
+}
+
+#[test]
+fn conv_shared_with_pool_is_not_recomputed() {
+    // y1 = relu(conv(x)), y2 = max_pool(y1) => conv_impl, max_pool: the conv
+    // output is needed anyway, so fusing would compute the conv twice.
+    use crate::ir::PoolKind;
+    let (mut g, x) = graph(&[&[1, 3, 16, 16]]);
+    let c = conv2d(&mut g, x[0], 8, 3);
+    let r = op(&mut g, Op::Unary(UnaryOp::Relu), &[c]);
+    let y = pool2d(&mut g, r, PoolKind::Max, 2, 0);
+    g.add_output("y1", r);
+    g.add_output("y2", y);
+    check(g, &["conv_impl", "max_pool"]);
+}
+
+#[test]
+fn conv_avg_pool_stays_apart() {
+    // avg_pool(conv(x)) => avg_pool(conv_impl(x, w)): only max pools fuse
+    use crate::ir::PoolKind;
+    let (mut g, x) = graph(&[&[1, 3, 8, 8]]);
+    let c = conv2d(&mut g, x[0], 4, 3);
+    let y = pool2d(
+        &mut g,
+        c,
+        PoolKind::Avg {
+            count_include_pad: false,
+        },
+        2,
+        0,
+    );
+    g.add_output("y", y);
+    check(g, &["conv_impl", "avg_pool"]);
+}
+
 #[test]
 fn elementwise_chain_fuses() {
     // relu(x·y + z) => fused(z, x, y) {relu(add($0, mul($1, $2)))}

@@ -106,6 +106,7 @@ fn load(
 fn gen(g: &MaxPool) -> Result<Vec<u8>, AsmError> {
     let mut a = CodeAssembler::new(64)?;
     let mut l_idx = a.create_label();
+    let mut l_odd = a.create_label();
     let mut end = a.create_label();
     let mut top = a.create_label();
     let (sh, sw) = (g.stride[0], g.stride[1]);
@@ -133,8 +134,12 @@ fn gen(g: &MaxPool) -> Result<Vec<u8>, AsmError> {
             let acc = z(v % 14);
             let tmp = z(14 + v % 14);
             let tmp2 = z(28 + v % 2);
-            let mut first = true;
-            for th in run.t_lo..run.t_hi {
+            let paired = pairs(g);
+            if paired {
+                pair_vector(&mut a, g, run, v, lanes, acc, tmp, l_odd)?;
+            }
+            let mut first = !paired;
+            for th in (run.t_lo..run.t_hi).filter(|_| !paired) {
                 let row = (th * g.dil[0] * g.w) as i64;
                 for tw in 0..g.k[1] {
                     let iw0 = (v * 16 * sw + tw * g.dil[1]) as i64 - g.pad[1] as i64;
@@ -197,5 +202,60 @@ fn gen(g: &MaxPool) -> Result<Vec<u8>, AsmError> {
     a.set_label(&mut l_idx)?;
     let idx: Vec<u32> = (0..16).map(|i| 2 * i).collect();
     a.dd(&idx)?;
+    a.set_label(&mut l_odd)?;
+    let idx: Vec<u32> = (0..16).map(|i| 2 * i + 1).collect();
+    a.dd(&idx)?;
     Ok(a.assemble(0)?)
+}
+
+/// Two adjacent columns per output (kernel width 2, column stride 2,
+/// dilation 1: the 2×2/s2 pool of CNNs): each output's taps lie in one
+/// 32-element input span, so the vertical taps are reduced on the raw span
+/// first and the even and odd elements are picked once (two permutes per
+/// 16 outputs instead of one per tap).
+fn pairs(g: &MaxPool) -> bool {
+    g.k[1] == 2 && g.stride[1] == 2 && g.dil[1] == 1
+}
+
+/// Output vector `v` of a row of `run` into `acc` (see [`pairs`]).
+#[allow(clippy::too_many_arguments)]
+fn pair_vector(
+    a: &mut CodeAssembler,
+    g: &MaxPool,
+    run: &RowRun,
+    v: usize,
+    lanes: usize,
+    acc: AsmRegisterZmm,
+    hi: AsmRegisterZmm,
+    l_odd: CodeLabel,
+) -> Result<(), AsmError> {
+    let iw0 = (v * 32) as i64 - g.pad[1] as i64;
+    // Element e of the span (input column iw0 + e) feeds output lane e / 2.
+    let mask = |from: usize| -> u32 {
+        (0..16)
+            .filter(|&l| {
+                let (e, iw) = (from + l, iw0 + (from + l) as i64);
+                e / 2 < lanes && iw >= 0 && iw < g.w as i64
+            })
+            .map(|l| 1u32 << l)
+            .sum()
+    };
+    let (m0, m1) = (mask(0), mask(16));
+    let (t0, t1) = (z(28), z(29));
+    for (i, th) in (run.t_lo..run.t_hi).enumerate() {
+        let row = (th * g.dil[0] * g.w) as i64;
+        let (lo_dst, hi_dst) = if i == 0 { (acc, hi) } else { (t0, t1) };
+        load(a, lo_dst, row + iw0, m0, k2)?;
+        load(a, hi_dst, row + iw0 + 16, m1, k3)?;
+        if i > 0 {
+            a.vmaxps(acc, acc, t0)?;
+            a.vmaxps(hi, hi, t1)?;
+        }
+    }
+    // odd elements into t0, even ones into acc, then their max
+    a.vmovups(t0, zmmword_ptr(l_odd))?;
+    a.vpermi2ps(t0, acc, hi)?;
+    a.vpermt2ps(acc, z(EVEN_IDX), hi)?;
+    a.vmaxps(acc, acc, t0)?;
+    Ok(())
 }
