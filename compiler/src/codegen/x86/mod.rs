@@ -37,6 +37,7 @@
 //! B is read one of three ways:
 //! - pre-packed at compile time by [`pack_b`] (constant weights): each
 //!   NR-column panel K-major and contiguous, zero-padded to whole vectors;
+//!   the K loops prefetch the next panel into L2, spread over the row tiles;
 //! - packed at run time ([`Tiling::pack`]): each K block of each panel is
 //!   copied into a 64-byte aligned stack buffer (≤ [`MAX_PACK_BYTES`], pages
 //!   probed in order) before the row tiles use it, while the K loops prefetch
@@ -130,7 +131,7 @@ pub struct Tiling {
     pub pack: bool,
     /// With `pack`: prefetch the next B slice into L2 during the K loops, so
     /// the next pack does not wait on memory (strided rows defeat the
-    /// hardware prefetchers).
+    /// hardware prefetchers). With pre-packed B: prefetch the next panel.
     pub prefetch: bool,
 }
 
@@ -306,6 +307,9 @@ pub(crate) struct TileShape {
     /// Row stride (bytes) of the B slice the next pack reads, prefetched
     /// into L2 by the K loop (0: no prefetch).
     pub pf_step: i64,
+    /// Pre-packed B: the K loops prefetch the next panel (PF_RUN, advanced
+    /// across the row tiles of this panel) into L2.
+    pub pf_next: bool,
 }
 
 pub(crate) struct Gen<'a> {
@@ -492,10 +496,14 @@ impl<'a> Gen<'a> {
         self.a.mov(qword_ptr(rsp + SLOT_CPAN), C_BLK)?;
         self.a.mov(qword_ptr(rsp + SLOT_BPAN), BIAS_BLK)?;
         let npf = self.n_full_panels();
+        let pf_next = self.pf_next_panel();
         if npf > 0 {
             let mut l_j = self.a.create_label();
             self.a.mov(J_CNT, npf as u32)?;
             self.bind(&mut l_j)?;
+            if pf_next {
+                self.a.lea(PF_RUN, ptr(B_PAN + off(nr * s.k)?))?;
+            }
             self.panel(TileShape {
                 mr: self.t.mr,
                 nv: self.t.nv,
@@ -504,6 +512,7 @@ impl<'a> Gen<'a> {
                 b_padded: s.b_packed,
                 from_buf: false,
                 pf_step: 0,
+                pf_next,
             })?;
             let pstride = if s.b_packed { nr * s.k } else { nr };
             self.a.add(B_PAN, off(pstride)?)?;
@@ -525,9 +534,22 @@ impl<'a> Gen<'a> {
                 b_padded: s.b_packed,
                 from_buf: false,
                 pf_step: 0,
+                pf_next: false,
             })?;
         }
         Ok(())
+    }
+
+    /// Prefetch the next pre-packed B panel while the row tiles run over
+    /// this one. Constant weights larger than L2 (BERT's FFN, 9 MiB) come
+    /// from L3 on the first row tile of each panel, which then waits on a
+    /// single sequential stream; spread over the panel's row tiles the
+    /// same lines arrive early at a fraction of the rate.
+    fn pf_next_panel(&self) -> bool {
+        self.s.b_packed
+            && self.t.prefetch
+            && self.mc.max(self.mlast) >= 2 * self.t.mr
+            && (self.n_full_panels() >= 2 || self.n_tail() > 0)
     }
 
     /// One column panel of one row block: its K blocks, each (optionally
@@ -720,6 +742,13 @@ impl<'a> Gen<'a> {
             self.bind(&mut l_k)?;
             for u in 0..ku {
                 self.kstep(sh, u)?;
+            }
+            if sh.pf_next {
+                // Two lines per ku steps: a 32-column panel has two lines
+                // per K row, so this covers the next panel in ku row tiles.
+                self.a.prefetcht1(byte_ptr(PF_RUN))?;
+                self.a.prefetcht1(byte_ptr(PF_RUN + 64))?;
+                self.a.add(PF_RUN, 128)?;
             }
             self.a.add(A_RUN, off(ku * s.a_col)?)?;
             self.a.add(B_RUN, sh.b_step as i32 * ku as i32)?;
