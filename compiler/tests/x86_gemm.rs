@@ -537,7 +537,7 @@ fn packed_b_tiles_and_prefetch() {
                     };
                     let t = x86::tiling(&spec, level);
                     if level == Level::Avx512 && m >= 14 && n > 16 {
-                        assert!(m % t.mr == 0 || m % t.mr >= 4, "{m}: {t:?}");
+                        assert!(m.is_multiple_of(t.mr) || m % t.mr >= 4, "{m}: {t:?}");
                     }
                     for (mc, prefetch) in [(t.mc, true), (t.mc, false), (2 * t.mr, true)] {
                         let t = Tiling { mc, prefetch, ..t };
