@@ -18,8 +18,9 @@
 //! # Schedule
 //!
 //! Register tile `mr × nv·lanes` (AVX-512: 14×32 in 28 zmm accumulators,
-//! A values broadcast with `vbroadcastss`, B rows loaded as two zmm; AVX2:
-//! 6×16 in 12 ymm; fewer rows than a tile get a wider, shorter tile). Loops,
+//! or 13 or fewer rows where 14 would leave a 1–3 row tail, A values
+//! broadcast with `vbroadcastss`, B rows loaded as two zmm; AVX2: 6×16 in
+//! 12 ymm; fewer rows than a tile get a wider, shorter tile). Loops,
 //! outermost first:
 //!
 //! 1. row blocks of `mc` rows (the A block, mc × K, is reread for every
