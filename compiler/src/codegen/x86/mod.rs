@@ -755,11 +755,14 @@ impl<'a> Gen<'a> {
                 self.kstep(sh, u)?;
             }
             if sh.pf_next {
-                // Two lines per ku steps: a 32-column panel has two lines
-                // per K row, so this covers the next panel in ku row tiles.
-                self.a.prefetcht1(byte_ptr(PF_RUN))?;
-                self.a.prefetcht1(byte_ptr(PF_RUN + 64))?;
-                self.a.add(PF_RUN, 128)?;
+                // As many lines per ku K steps as one K row of the panel
+                // has (two for 32 columns): the next panel is covered
+                // within ku row tiles.
+                let lines = (self.nr() * 4).div_ceil(64);
+                for l in 0..lines {
+                    self.a.prefetcht1(byte_ptr(PF_RUN + 64 * l as i32))?;
+                }
+                self.a.add(PF_RUN, 64 * lines as i32)?;
             }
             self.a.add(A_RUN, off(ku * s.a_col)?)?;
             self.a.add(B_RUN, sh.b_step as i32 * ku as i32)?;
