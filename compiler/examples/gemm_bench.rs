@@ -84,6 +84,49 @@ mod bench {
         best
     }
 
+    /// `NNC_CALLS=n` (with `NNC_SHAPE`, `NNC_PACKED=0|1`): exactly n calls of
+    /// the AVX-512 kernel and exit, for `perf stat -e cycles:u` (user cycles
+    /// per call hold up better than wall time on a shared machine).
+    fn fixed_calls(calls: usize) {
+        let s: Vec<usize> = std::env::var("NNC_SHAPE")
+            .expect("NNC_SHAPE=M,K,N")
+            .split(',')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let (m, k, n) = (s[0], s[1], s[2]);
+        let packed = env("NNC_PACKED").unwrap_or(1) != 0;
+        let spec = AsmGemm {
+            m,
+            n,
+            k,
+            a_row: k,
+            a_col: 1,
+            b_row: n,
+            c_row: n,
+            alpha: 1.0,
+            bias: None,
+            relu: false,
+            b_packed: packed,
+        };
+        let level = Level::Avx512;
+        let t = tiling_for(&spec, level);
+        let bytes = x86::assemble_with(&spec, level, &t).expect("assemble");
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let b = if packed {
+            x86::pack_b(&spec, level, &t, &b)
+        } else {
+            b
+        };
+        let mut c = vec![0f32; m * n];
+        let (_module, f) = jit(&bytes);
+        for _ in 0..calls {
+            // SAFETY: buffers match the spec.
+            unsafe { f(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), std::ptr::null()) };
+        }
+        eprintln!("{t:?} flop/call {}", 2 * m * n * k);
+    }
+
     fn env(name: &str) -> Option<usize> {
         std::env::var(name).ok().and_then(|s| s.parse().ok())
     }
@@ -202,6 +245,9 @@ mod bench {
     }
 
     pub fn main() {
+        if let Some(calls) = env("NNC_CALLS") {
+            return fixed_calls(calls);
+        }
         if std::env::var("NNC_PEAK").is_ok() {
             println!(
                 "peak fma: zmm {:.1} GFLOP/s, ymm {:.1} GFLOP/s",

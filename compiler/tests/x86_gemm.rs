@@ -505,3 +505,50 @@ fn bias_aliases_c() {
     }
     report(fails, total);
 }
+
+/// Pre-packed B with the next-panel prefetch on and off, the default row
+/// tile for each M (14 rows, or fewer where 14 would leave a 1–3 row tail),
+/// whole and split row blocks, at odd sizes.
+#[test]
+fn packed_b_tiles_and_prefetch() {
+    let ms = [1, 3, 15, 16, 17, 29, 63, 65, 128, 129];
+    let nks = [1, 3, 17, 63, 65, 129];
+    let mut fails = Vec::new();
+    let mut total = 0;
+    let mut rng = Rng(31);
+    for level in levels() {
+        for &m in &ms {
+            for &n in &nks {
+                for &k in &nks {
+                    let mut c = random_case(&mut rng, m, n, k);
+                    c.packed = true;
+                    let spec = AsmGemm {
+                        m,
+                        n,
+                        k,
+                        a_row: k,
+                        a_col: 1,
+                        b_row: n,
+                        c_row: n,
+                        alpha: c.alpha,
+                        bias: None,
+                        relu: false,
+                        b_packed: true,
+                    };
+                    let t = x86::tiling(&spec, level);
+                    if level == Level::Avx512 && m >= 14 && n > 16 {
+                        assert!(m.is_multiple_of(t.mr) || m % t.mr >= 4, "{m}: {t:?}");
+                    }
+                    for (mc, prefetch) in [(t.mc, true), (t.mc, false), (2 * t.mr, true)] {
+                        let t = Tiling { mc, prefetch, ..t };
+                        total += 1;
+                        if let Err(e) = run_case(level, c, Some(t), rng.next()) {
+                            fails.push(format!("{level:?} {t:?} {c:?}: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    report(fails, total);
+}

@@ -144,7 +144,7 @@ pub fn emit_const_b(
     c: Value,
     bias: Option<Value>,
 ) -> bool {
-    if !asm_ok(s, bias, false) {
+    if !asm_ok(s, bias.is_some(), false) {
         return false;
     }
     let Some(be) = k.asm() else {
@@ -184,8 +184,13 @@ pub fn emit_const_b(
 /// Panel width (columns) of B in [`x86::pack_b`]'s layout when `s` runs on
 /// an assembled AVX-512 kernel reading B pre-packed, so a producer (im2col)
 /// can write that layout itself; None otherwise.
+///
+/// Only whether the epilogue is supported matters here: the bias pointer is
+/// needed by [`emit_packed_b`], not yet (a fused residual, `bias == C`, has
+/// no pointer before its chunk's C is known).
 pub fn packed_b_nr(k: &mut Kb, s: &GemmSpec, bias: Option<Value>) -> Option<usize> {
-    if !asm_ok(s, bias, false) {
+    let _ = bias;
+    if !asm_ok(s, s.bias.is_some(), false) {
         return None;
     }
     let be = k.asm()?;
@@ -201,7 +206,7 @@ pub fn packed_b_nr(k: &mut Kb, s: &GemmSpec, bias: Option<Value>) -> Option<usiz
 /// An assembled kernel with pre-packed constant B exists for `s`
 /// ([`emit_const_b`] will not decline).
 pub fn const_b_available(k: &mut Kb, s: &GemmSpec, bias: Option<Value>) -> bool {
-    asm_ok(s, bias, false)
+    asm_ok(s, bias.is_some(), false)
         && k.asm()
             .is_some_and(|be| be.gemm(&asm_spec(s, true)).is_some())
 }
@@ -209,16 +214,20 @@ pub fn const_b_available(k: &mut Kb, s: &GemmSpec, bias: Option<Value>) -> bool 
 /// The GEMM with B already in [`x86::pack_b`]'s layout at `b` (run time
 /// data); only after [`packed_b_nr`] said yes.
 pub fn emit_packed_b(k: &mut Kb, s: &GemmSpec, a: Value, b: Value, c: Value, bias: Option<Value>) {
+    assert!(
+        s.bias.is_none() || bias.is_some(),
+        "packed-B GEMM with a bias spec but no bias pointer"
+    );
     let ok = run(k, s, a, B::Packed(b), c, bias, false);
     assert!(ok, "packed-B GEMM without an assembled kernel");
 }
 
 /// The assembled kernels support this epilogue with these arguments.
-fn asm_ok(s: &GemmSpec, bias: Option<Value>, small: bool) -> bool {
+fn asm_ok(s: &GemmSpec, has_bias: bool, small: bool) -> bool {
     // Tiny products (attention with small heads) cost less inline than a
     // call plus run-time packing of B, unless the caller asks (`small`).
     let tiny = !small && s.m * s.n * s.k < TINY_GEMM_MACS;
-    !(tiny || s.bias.is_some_and(|x| x.strides.col > 1) || (s.bias.is_some() && bias.is_none()))
+    !(tiny || s.bias.is_some_and(|x| x.strides.col > 1) || (s.bias.is_some() && !has_bias))
 }
 
 /// Below this many multiply-adds a GEMM stays in inline Cranelift code.
@@ -373,7 +382,7 @@ fn run(
     // The whole GEMM decides the code path (assembled or Cranelift) and the
     // pieces of a split all take the same one: the two paths round the
     // epilogue differently, and results must not depend on threads.
-    let asm = asm_ok(s, bias, small) && k.asm().is_some();
+    let asm = asm_ok(s, bias.is_some(), small) && k.asm().is_some();
     if k.threads.is_none() {
         return call_one(k, s, a, b, c, bias, asm);
     }

@@ -18,8 +18,9 @@
 //! # Schedule
 //!
 //! Register tile `mr × nv·lanes` (AVX-512: 14×32 in 28 zmm accumulators,
-//! A values broadcast with `vbroadcastss`, B rows loaded as two zmm; AVX2:
-//! 6×16 in 12 ymm; fewer rows than a tile get a wider, shorter tile). Loops,
+//! or 13 or fewer rows where 14 would leave a 1–3 row tail, A values
+//! broadcast with `vbroadcastss`, B rows loaded as two zmm; AVX2: 6×16 in
+//! 12 ymm; fewer rows than a tile get a wider, shorter tile). Loops,
 //! outermost first:
 //!
 //! 1. row blocks of `mc` rows (the A block, mc × K, is reread for every
@@ -37,6 +38,7 @@
 //! B is read one of three ways:
 //! - pre-packed at compile time by [`pack_b`] (constant weights): each
 //!   NR-column panel K-major and contiguous, zero-padded to whole vectors;
+//!   the K loops prefetch the next panel into L2, spread over the row tiles;
 //! - packed at run time ([`Tiling::pack`]): each K block of each panel is
 //!   copied into a 64-byte aligned stack buffer (≤ [`MAX_PACK_BYTES`], pages
 //!   probed in order) before the row tiles use it, while the K loops prefetch
@@ -130,7 +132,7 @@ pub struct Tiling {
     pub pack: bool,
     /// With `pack`: prefetch the next B slice into L2 during the K loops, so
     /// the next pack does not wait on memory (strided rows defeat the
-    /// hardware prefetchers).
+    /// hardware prefetchers). With pre-packed B: prefetch the next panel.
     pub prefetch: bool,
 }
 
@@ -147,7 +149,7 @@ pub fn tiling(spec: &AsmGemm, level: Level) -> Tiling {
         // Few rows: wider tiles keep more accumulator chains in flight.
         Level::Avx512 if spec.m <= 6 => (spec.m.max(1), 4),
         Level::Avx512 if spec.m < 14 => (spec.m, 2),
-        Level::Avx512 => (14, 2),
+        Level::Avx512 => (tall_mr(spec.m), 2),
         Level::Avx2Fma if spec.m <= 6 => (spec.m.max(1), 2),
         Level::Avx2Fma => (6, 2),
     };
@@ -185,6 +187,16 @@ pub fn tiling(spec: &AsmGemm, level: Level) -> Tiling {
         pack,
         prefetch: true,
     }
+}
+
+/// Rows of the full AVX-512 tile for `m ≥ 14` rows: 14, unless that leaves
+/// a tail of 1–3 rows, whose 2–6 accumulator chains cannot hide the FMA
+/// latency (it needs 8 in flight); then the tallest shorter tile that
+/// divides `m` or leaves at least 4 rows (M = 128: 9×13 + 11 instead of
+/// 9×14 + 2, +3% on BERT's 128-row GEMMs).
+fn tall_mr(m: usize) -> usize {
+    let ok = |mr: usize| m.is_multiple_of(mr) || m % mr >= 4;
+    (10..=14).rev().find(|&mr| ok(mr)).unwrap_or(14)
 }
 
 /// Largest stack buffer for runtime B packing (larger requests run unpacked).
@@ -306,6 +318,9 @@ pub(crate) struct TileShape {
     /// Row stride (bytes) of the B slice the next pack reads, prefetched
     /// into L2 by the K loop (0: no prefetch).
     pub pf_step: i64,
+    /// Pre-packed B: the K loops prefetch the next panel (PF_RUN, advanced
+    /// across the row tiles of this panel) into L2.
+    pub pf_next: bool,
 }
 
 pub(crate) struct Gen<'a> {
@@ -492,10 +507,14 @@ impl<'a> Gen<'a> {
         self.a.mov(qword_ptr(rsp + SLOT_CPAN), C_BLK)?;
         self.a.mov(qword_ptr(rsp + SLOT_BPAN), BIAS_BLK)?;
         let npf = self.n_full_panels();
+        let pf_next = self.pf_next_panel();
         if npf > 0 {
             let mut l_j = self.a.create_label();
             self.a.mov(J_CNT, npf as u32)?;
             self.bind(&mut l_j)?;
+            if pf_next {
+                self.a.lea(PF_RUN, ptr(B_PAN + off(nr * s.k)?))?;
+            }
             self.panel(TileShape {
                 mr: self.t.mr,
                 nv: self.t.nv,
@@ -504,6 +523,7 @@ impl<'a> Gen<'a> {
                 b_padded: s.b_packed,
                 from_buf: false,
                 pf_step: 0,
+                pf_next,
             })?;
             let pstride = if s.b_packed { nr * s.k } else { nr };
             self.a.add(B_PAN, off(pstride)?)?;
@@ -525,9 +545,22 @@ impl<'a> Gen<'a> {
                 b_padded: s.b_packed,
                 from_buf: false,
                 pf_step: 0,
+                pf_next: false,
             })?;
         }
         Ok(())
+    }
+
+    /// Prefetch the next pre-packed B panel while the row tiles run over
+    /// this one. Constant weights larger than L2 (BERT's FFN, 9 MiB) come
+    /// from L3 on the first row tile of each panel, which then waits on a
+    /// single sequential stream; spread over the panel's row tiles the
+    /// same lines arrive early at a fraction of the rate.
+    fn pf_next_panel(&self) -> bool {
+        self.s.b_packed
+            && self.t.prefetch
+            && self.mc.max(self.mlast) >= 2 * self.t.mr
+            && (self.n_full_panels() >= 2 || self.n_tail() > 0)
     }
 
     /// One column panel of one row block: its K blocks, each (optionally
@@ -720,6 +753,16 @@ impl<'a> Gen<'a> {
             self.bind(&mut l_k)?;
             for u in 0..ku {
                 self.kstep(sh, u)?;
+            }
+            if sh.pf_next {
+                // As many lines per ku K steps as one K row of the panel
+                // has (two for 32 columns): the next panel is covered
+                // within ku row tiles.
+                let lines = (self.nr() * 4).div_ceil(64);
+                for l in 0..lines {
+                    self.a.prefetcht1(byte_ptr(PF_RUN + 64 * l as i32))?;
+                }
+                self.a.add(PF_RUN, 64 * lines as i32)?;
             }
             self.a.add(A_RUN, off(ku * s.a_col)?)?;
             self.a.add(B_RUN, sh.b_step as i32 * ku as i32)?;
