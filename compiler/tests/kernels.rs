@@ -2289,6 +2289,56 @@ fn conv_packed_im2col() {
     ck.finish();
 }
 
+/// Narrow chunks (odd N = 1, 17, 49, 63) computed as the transposed
+/// product, with K split into slices when the unfolded block would not
+/// stay in L2 (K = 2700: two uneven slices, 4608: three), with bias and
+/// relu, and with a fused residual (the product is added while
+/// transposing back, relu after the add).
+#[test]
+fn conv_transposed_residual() {
+    use nnc_compiler::ir::ConvAlgo;
+    let mut ck = Checker::new("conv transposed residual");
+    let mut rng = Rng::new(31);
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<usize>, Vec<usize>, usize)> = vec![
+        // x, w, chunk rows (3×3, stride 1, pad 1)
+        (vec![1, 32, 1, 1], vec![64, 32, 3, 3], 1),
+        (vec![1, 16, 3, 17], vec![48, 16, 3, 3], 1),
+        (vec![1, 300, 7, 7], vec![40, 300, 3, 3], 7),
+        (vec![1, 512, 7, 7], vec![32, 512, 3, 3], 7),
+        (vec![2, 24, 9, 7], vec![40, 24, 3, 3], 9),
+    ];
+    for (xs, ws, rows) in cases {
+        for (residual, relu) in [(false, true), (true, false), (true, true)] {
+            let window = win(&[3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1], false);
+            let mut ts = vec![
+                randn(&mut rng, &xs),
+                randn(&mut rng, &ws),
+                randn(&mut rng, &[ws[0]]),
+            ];
+            if residual {
+                ts.push(randn(&mut rng, &[xs[0], ws[0], xs[2], xs[3]]));
+            }
+            let k = ws[1] * 9;
+            let algo = ConvAlgo::Im2col { chunk_rows: rows };
+            let op = Op::ConvImpl {
+                window,
+                group: 1,
+                algo,
+                relu,
+                pool: None,
+            };
+            ck.op(
+                &format!("conv T x{xs:?} w{ws:?} rows {rows} residual {residual} relu {relu}"),
+                op,
+                args_with_consts(ts, &[1, 2]),
+                accum_tol(k, 1.0),
+            );
+        }
+    }
+    ck.finish();
+}
+
 /// Attention through strided views, as the optimizer builds them around
 /// head-split reshapes/transposes: q and v read from [L, heads, D (+pad)]
 /// projection-style buffers at an offset, kᵀ from padded rows, the result

@@ -330,6 +330,27 @@ fn kernels_split_over_threads_bit_identically() {
             144,
         );
     }
+    // A narrow chunk (N = 49) as the transposed product with K split in
+    // two slices, added onto a fused residual, then relu.
+    check(
+        &pools,
+        f,
+        "conv im2col transposed residual relu",
+        Op::ConvImpl {
+            window: conv3.clone(),
+            group: 1,
+            algo: ConvAlgo::Im2col { chunk_rows: 7 },
+            relu: true,
+            pool: None,
+        },
+        vec![
+            Arg::In(rng.tensor(&[1, 300, 7, 7])),
+            Arg::Const(rng.tensor(&[128, 300, 3, 3])),
+            Arg::Const(rng.tensor(&[128])),
+            Arg::In(rng.tensor(&[1, 128, 7, 7])),
+        ],
+        2701,
+    );
     // 7 chunks of 8 rows serially, 8 chunks of 7 as tasks; with relu.
     check(
         &pools,

@@ -126,20 +126,13 @@ impl ConvGeom {
     /// lanes of a column panel idle (N = 49 uses 49 of 64). Such convs may
     /// compute the transposed product `colᵀ·Wᵀ` (output channels as
     /// columns, weights pre-packed at compile time) into scratch and
-    /// transpose it: this reserves that scratch. Only for weights that stay
-    /// cache-resident (≤ 1 MiB): with ResNet's 4.7 and 9.4 MiB layer-4
-    /// weights streamed from memory through one B stream it measured 15–35%
-    /// slower in the model than the strided-broadcast orientation (and
-    /// 20% faster with warm caches in `gemm_bench`).
+    /// transpose it: this reserves that scratch. Large weights are fine
+    /// (streamed once, the next panel prefetched) as long as K is split so
+    /// the unfolded block stays in L2 (see `Items::transposed`): ResNet's
+    /// layer-4 convs run 15–20% faster than the strided-broadcast way.
     fn transposable(&self, rows: usize) -> bool {
         let n = rows * self.ow;
-        let kdim = self.c / self.group * self.kh * self.kw;
-        self.group == 1
-            && n < 64
-            && !n.is_multiple_of(16)
-            && self.m >= 32
-            && self.stride[1] <= 2
-            && 4 * kdim * self.m <= 1 << 20
+        self.group == 1 && n < 64 && !n.is_multiple_of(16) && self.m >= 32 && self.stride[1] <= 2
     }
 
     /// (image, group, chunk) items with chunks of `rows` output rows.
@@ -424,7 +417,7 @@ impl<'g> Items<'g> {
             k.index(c, r0, (4 * g.ow) as i64)
         };
         let bi = if g.accumulate { Some(cc) } else { bi };
-        if !self.transposed(k, xin, s, r0, chunk, a, cc, bi) {
+        if !self.transposed(k, xin, s, r0, chunk, cc, bi) {
             let nr = if g.stride[1] <= 2 {
                 let bias = self.has_bias.then_some(x);
                 gemm::packed_b_nr(k, &self.spec, bias)
@@ -494,7 +487,8 @@ impl<'g> Items<'g> {
     /// im2col writes `[K, wt]` rows (wt = N rounded up to 16), read as Aᵀ
     /// with unit row stride; the weights are B, pre-packed at compile time;
     /// the `[N, M]` product lands in scratch after the im2col block and is
-    /// transposed into the output. False (nothing emitted) when unavailable.
+    /// transposed into the output (added to it, then relu, when the output
+    /// holds a fused residual). False (nothing emitted) when unavailable.
     #[allow(clippy::too_many_arguments)]
     fn transposed(
         &self,
@@ -503,59 +497,116 @@ impl<'g> Items<'g> {
         col: Value,
         r0: Value,
         chunk: Option<Value>,
-        a: Value,
         cc: Value,
         bias: Option<Value>,
     ) -> bool {
         let g = self.g;
         let Some(wc) = self.wconst else { return false };
-        // A fused residual is already in the output; the transposed product
-        // would overwrite it.
-        if g.accumulate || !g.transposable(self.rows) || std::env::var_os("NNC_NO_CONV_T").is_some()
-        {
+        if !g.transposable(self.rows) || std::env::var_os("NNC_NO_CONV_T").is_some() {
             return false;
         }
         let (n, m, kdim) = (self.spec.n, self.spec.m, self.spec.k);
         let wt = n.next_multiple_of(16);
-        let spec_t = GemmSpec {
+        // The kernel rereads all of A (colᵀ, K·wt floats) for every 32-column
+        // panel of B while streaming that panel and prefetching the next:
+        // split K so A and two panels stay within ~768 KiB of the 2 MiB L2
+        // (ResNet's 512×4608 layer-4 weights: 3 slices; unsplit, L2
+        // thrashes and it measured 40% slower than the normal orientation,
+        // split 20% faster; 2 or 5 slices within 1–2%).
+        let slices = (4 * kdim * (wt + 64))
+            .div_ceil(3 << 18)
+            .clamp(1, kdim.div_ceil(4).max(1));
+        let kc = kdim.div_ceil(slices).next_multiple_of(4);
+        let ranges: Vec<(usize, usize)> = (0..kdim)
+            .step_by(kc.max(1))
+            .map(|k0| (k0, kc.min(kdim - k0)))
+            .collect();
+        let last = ranges.len() - 1;
+        let ct = k.offset(col, (4 * kdim * wt) as i64);
+        let spec_of = |i: usize, kk: usize| GemmSpec {
             m: n,
             n: m,
-            k: kdim,
+            k: kk,
             a: Strides { row: 1, col: wt },
             b_row: m,
             c_row: m,
             alpha: 1.0,
-            bias: self.has_bias.then_some(Bias {
-                strides: Strides { row: 0, col: 1 },
-                beta: 1.0,
-            }),
-            relu: self.spec.relu,
+            // Later slices add onto the earlier ones' sums (bias == C). With
+            // a fused residual the product is added (and relu applied)
+            // while transposing back.
+            bias: if i > 0 {
+                Some(Bias {
+                    strides: Strides { row: m, col: 1 },
+                    beta: 1.0,
+                })
+            } else {
+                (self.has_bias && !g.accumulate).then_some(Bias {
+                    strides: Strides { row: 0, col: 1 },
+                    beta: 1.0,
+                })
+            },
+            relu: self.spec.relu && !g.accumulate && i == last,
         };
-        if !gemm::const_b_available(k, &spec_t, bias)
-            || k.asm().map(|be| be.level()) != Some(x86::Level::Avx512)
-        {
+        let bias_of = |i: usize| {
+            if i > 0 {
+                Some(ct)
+            } else if g.accumulate {
+                None
+            } else {
+                bias
+            }
+        };
+        let avail = ranges
+            .iter()
+            .enumerate()
+            .all(|(i, &(_, kk))| gemm::const_b_available(k, &spec_of(i, kk), bias_of(i)));
+        if !avail || k.asm().map(|be| be.level()) != Some(x86::Level::Avx512) {
             return false;
         }
         if !self.packed_im2col(k, x, col, r0, chunk, wt) {
             return false;
         }
-        let ct = k.offset(col, (4 * kdim * wt) as i64);
-        if !gemm::emit_const_b(k, &spec_t, col, wc, ct, bias) {
-            // Cannot happen after the check above; stay correct anyway.
-            let s = GemmSpec {
-                b_row: wt,
-                ..self.spec.clone()
+        for (i, &(k0, kk)) in ranges.iter().enumerate() {
+            // Weights are [M, K] = Bᵀ: the slice's columns, [M, kk].
+            let part: Vec<f32>;
+            let wk = if ranges.len() == 1 {
+                gemm::ConstB {
+                    key: wc.key.clone(),
+                    data: wc.data,
+                    transposed: wc.transposed,
+                }
+            } else {
+                part = (0..m)
+                    .flat_map(|j| wc.data[j * kdim + k0..j * kdim + k0 + kk].iter().copied())
+                    .collect();
+                gemm::ConstB {
+                    key: format!("{} k{k0}+{kk}", wc.key),
+                    data: &part,
+                    transposed: true,
+                }
             };
-            gemm::emit(k, &s, a, col, cc, bias);
-            return true;
+            let ai = k.offset(col, (4 * k0 * wt) as i64);
+            let ok = gemm::emit_const_b(k, &spec_of(i, kk), ai, &wk, ct, bias_of(i));
+            assert!(ok, "transposed conv GEMM declined after const_b_available");
         }
-        // y[i, j] = ct[j, i], rows of the output strided by the plane.
-        let c_row = self.spec.c_row;
+        // y[i, j] = ct[j, i] (accumulating: relu(y[i, j] + ct[j, i]), the
+        // residual's sum as the GEMM epilogue would form it), rows of the
+        // output strided by the plane.
+        let (c_row, acc, relu) = (self.spec.c_row, g.accumulate, self.spec.relu);
+        let f32t = cranelift_codegen::ir::types::F32;
         k.for_range(0, m as i64, 1, |k, i| {
             let src = k.index(ct, i, 4);
             let dst = k.index(cc, i, (4 * c_row) as i64);
+            let zero = (acc && relu).then(|| k.b.ins().f32const(0.0));
             for j in 0..n {
-                let v = k.load(cranelift_codegen::ir::types::F32, src, (4 * j * m) as i64);
+                let mut v = k.load(f32t, src, (4 * j * m) as i64);
+                if acc {
+                    let y = k.load(f32t, dst, (4 * j) as i64);
+                    v = k.b.ins().fadd(v, y);
+                    if let Some(z) = zero {
+                        v = k.b.ins().fmax(v, z);
+                    }
+                }
                 k.store(v, dst, (4 * j) as i64);
             }
         });
