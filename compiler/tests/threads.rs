@@ -351,6 +351,26 @@ fn kernels_split_over_threads_bit_identically() {
         ],
         2701,
     );
+    // The transposed product in one K slice with a per-channel bias:
+    // tasks own 128 (2 threads) or 64 (4 threads) output channels.
+    check(
+        &pools,
+        f,
+        "conv im2col transposed bias relu",
+        Op::ConvImpl {
+            window: conv3.clone(),
+            group: 1,
+            algo: ConvAlgo::Im2col { chunk_rows: 7 },
+            relu: true,
+            pool: None,
+        },
+        vec![
+            Arg::In(rng.tensor(&[1, 64, 7, 7])),
+            Arg::Const(rng.tensor(&[256, 64, 3, 3])),
+            Arg::Const(rng.tensor(&[256])),
+        ],
+        576,
+    );
     // 7 chunks of 8 rows serially, 8 chunks of 7 as tasks; with relu.
     check(
         &pools,
@@ -484,6 +504,8 @@ fn kernels_split_over_threads_bit_identically() {
         ([8, 1, 28, 28], [32, 1, 3, 3], 1, [0; 4], 2, [0; 4], 1),
         ([4, 32, 13, 13], [64, 32, 3, 3], 1, [0; 4], 2, [0; 4], 5),
         ([1, 3, 64, 64], [64, 3, 7, 7], 2, [3; 4], 3, [1; 4], 4),
+        // ResNet's stem: 14 chunks in 8 balanced tasks of 1 or 2 chunks.
+        ([1, 3, 224, 224], [64, 3, 7, 7], 2, [3; 4], 3, [1; 4], 4),
         // One item: the GEMM and im2col split instead, the pool follows.
         ([1, 32, 27, 27], [64, 32, 3, 3], 1, [1; 4], 3, [1; 4], 14),
     ] {

@@ -181,6 +181,87 @@ pub fn emit_const_b(
     run(k, s, a, B::Packed(bp), c, bias, false)
 }
 
+/// Columns `at..at + len` of [`emit_const_b`]'s product (B packed whole),
+/// serially: for callers that split one product (or a chain of them) into
+/// column tasks themselves. `at` must start a panel of the whole GEMM;
+/// [`const_b_cols_ok`] checks `len` first. False (nothing emitted) when
+/// unavailable.
+#[allow(clippy::too_many_arguments)]
+pub fn emit_const_b_cols(
+    k: &mut Kb,
+    s: &GemmSpec,
+    a: Value,
+    b: &ConstB,
+    c: Value,
+    bias: Option<Value>,
+    at: Value,
+    len: usize,
+) -> bool {
+    if !const_b_cols_ok(k, s, bias.is_some(), len) {
+        return false;
+    }
+    let Some(be) = k.asm() else { return false };
+    let level = be.level();
+    let spec = asm_spec(s, true);
+    let t = x86::tiling(&spec, level);
+    let key = format!("{} {level:?} {}x{}x{} nv{}", b.key, s.m, s.n, s.k, t.nv);
+    let mut make = || {
+        let (kk, n) = (s.k, s.n);
+        let rows: Vec<f32> = if b.transposed {
+            (0..kk * n).map(|e| b.data[(e % n) * kk + e / n]).collect()
+        } else {
+            b.data[..kk * n].to_vec()
+        };
+        let dense = x86::AsmGemm {
+            b_row: n,
+            ..spec.clone()
+        };
+        x86::pack_b(&dense, level, &t, &rows)
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect()
+    };
+    let Some(id) = k.asm().and_then(|be| be.data(&key, &mut make)) else {
+        return false;
+    };
+    let gv = x86::backend::import_data(k.b.func, id);
+    let bp = k.b.ins().symbol_value(PTR, gv);
+    // Whole panels are K-major blocks of NR columns (as in a column split).
+    let bp = k.index(bp, at, 4 * s.k as i64);
+    let c = k.index(c, at, 4);
+    let bias_col = s.bias.map_or(0, |x| x.strides.col);
+    let bias = bias.map(|q| k.index(q, at, 4 * bias_col as i64));
+    let sub = GemmSpec {
+        n: len,
+        ..s.clone()
+    };
+    call_one(k, &sub, a, B::Packed(bp), c, bias, true)
+}
+
+/// Whether [`emit_const_b_cols`] can run `len`-column pieces of `s`: the
+/// whole and the piece assemble with the same panel width, and `len` is
+/// whole panels.
+pub fn const_b_cols_ok(k: &mut Kb, s: &GemmSpec, has_bias: bool, len: usize) -> bool {
+    if !asm_ok(s, has_bias, false) {
+        return false;
+    }
+    let Some(be) = k.asm() else { return false };
+    let level = be.level();
+    let whole = asm_spec(s, true);
+    let sub = asm_spec(
+        &GemmSpec {
+            n: len,
+            ..s.clone()
+        },
+        true,
+    );
+    let (tw, ts) = (x86::tiling(&whole, level), x86::tiling(&sub, level));
+    tw.nv == ts.nv
+        && len.is_multiple_of(tw.nv * level.lanes())
+        && be.gemm(&whole).is_some()
+        && be.gemm(&sub).is_some()
+}
+
 /// Panel width (columns) of B in [`x86::pack_b`]'s layout when `s` runs on
 /// an assembled AVX-512 kernel reading B pre-packed, so a producer (im2col)
 /// can write that layout itself; None otherwise.

@@ -287,21 +287,25 @@ pub fn parallel_items_or(
         k.for_range(0, items as i64, 1, |k, i| item(k, caps, i, zero));
         return;
     }
-    let q = items.div_ceil(tasks);
-    let tasks = items.div_ceil(q);
+    // Balanced ranges [t·items/tasks, (t+1)·items/tasks): sizes differ by
+    // at most one, so an even task count splits evenly over 2 or 4 threads
+    // (ceil-sized ranges made 14 items 7 tasks of 2: 8 vs 6 on 2 threads).
     parallel(
         k,
         tasks,
         caps,
         &mut |k, c, t, slot| {
-            let lo = k.b.ins().imul_imm_s(t, q as i64);
-            let hi = k.b.ins().iadd_imm_s(lo, q as i64);
-            let hi = if items.is_multiple_of(q) {
-                hi
-            } else {
-                let n = k.iconst(items as i64);
-                k.b.ins().umin(hi, n)
+            let bound = |k: &mut Kb, t: Value| {
+                if items.is_multiple_of(tasks) {
+                    k.b.ins().imul_imm_s(t, (items / tasks) as i64)
+                } else {
+                    let p = k.b.ins().imul_imm_s(t, items as i64);
+                    k.b.ins().udiv_imm_u(p, tasks as i64)
+                }
             };
+            let lo = bound(k, t);
+            let t1 = k.b.ins().iadd_imm_s(t, 1);
+            let hi = bound(k, t1);
             k.for_dyn(lo, hi, 1, |k, i| item(k, c, i, slot));
         },
         serial,
@@ -328,5 +332,36 @@ pub fn last_or_rest(
         last,
         |k| (f.borrow_mut())(k, true),
         |k| (f.borrow_mut())(k, false),
+    );
+}
+
+/// Emits `f(k, 2)` when the kernel's pool has at most two threads, else
+/// `f(k, many)`: for splits whose pieces lose efficiency as they shrink,
+/// so they are cut only as finely as the threads present need.
+pub fn two_or(k: &mut Kb, many: usize, f: &mut dyn FnMut(&mut Kb, usize)) {
+    let Some(threads) = k.threads else {
+        return f(k, many);
+    };
+    if many <= 2 {
+        return f(k, many);
+    }
+    // Null threads count as few (the split then runs serially anyway).
+    let zero = k.iconst(0);
+    let nt = k.var(I64, zero);
+    k.if_else(
+        threads,
+        |k| {
+            let n = k.load(PTR, threads, NUM_THREADS as i64);
+            k.set(nt, n);
+        },
+        |_| {},
+    );
+    let nt = k.get(nt);
+    let few = k.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, nt, 2);
+    let f = std::cell::RefCell::new(f);
+    k.if_else(
+        few,
+        |k| (f.borrow_mut())(k, 2),
+        |k| (f.borrow_mut())(k, many),
     );
 }
