@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """nnc vs onnxruntime on nnc's target models: same machine, same inputs,
 same thread count. Each (model, threads) pair alternates nnc and ort
-processes `--rounds` times (nnc bench → its --compare-ort run) and reports
+processes `--rounds` times (nnc bench of the compiled .so → its
+--compare-ort run) and reports
 the median of the per-round medians, the ratio nnc/ort and nnc's GFLOP/s.
 
     scripts/bench.py [--nnc target/release/nnc] [--threads 1,2] [--rounds 3] [--only REGEX]
 
 Models come from examples/ and .cache/models (tests/models/make_models.py).
 """
-import argparse, os, re, statistics, subprocess, sys
+import argparse, os, re, statistics, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = [
@@ -23,8 +24,19 @@ MODELS = [
 ]
 
 
-def run_once(nnc, path, extra, threads, iters, py):
-    cmd = [nnc, "bench", path, "--threads", str(threads), "--compare-ort", "--iters", str(iters), "--warmup", "5", "--python", py] + extra
+def compile_so(nnc, path, extra, outdir):
+    """The compiled library is what users run, so that is what is timed
+    (the JIT path of `nnc bench MODEL.onnx` places code differently)."""
+    so = os.path.join(outdir, re.sub(r"[^A-Za-z0-9]+", "_", path + "_".join(extra)) + ".so")
+    cmd = [nnc, "compile", path, "-o", so] + extra
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}\n{out.stderr}")
+    return so
+
+
+def run_once(nnc, path, so, extra, threads, iters, py):
+    cmd = [nnc, "bench", so, "--onnx", path, "--threads", str(threads), "--compare-ort", "--iters", str(iters), "--warmup", "5", "--python", py] + extra
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}\n{out.stderr}")
@@ -47,18 +59,20 @@ def main():
     threads = [int(x) for x in a.threads.split(",")]
     print(f"{'model':<24} {'thr':>3} {'nnc ms':>9} {'ort ms':>9} {'nnc/ort':>8} {'GFLOP/s':>8}  max rel err")
     rows = []
+    tmp = tempfile.mkdtemp(prefix="nnc-bench-")
     for name, path, extra in MODELS:
         if a.only and not re.search(a.only, name):
             continue
         if not os.path.exists(os.path.join(ROOT, path)):
             print(f"{name:<24} (missing {path}; run tests/models/make_models.py .cache/models)")
             continue
+        so = compile_so(a.nnc, path, extra, tmp)
         for th in threads:
             nn, oo, gfs, err = [], [], [], "?"
             for _ in range(a.rounds):
                 # Fewer iterations for the big models keeps a round short.
                 iters = 20 if "ResNet" in name or "BERT" in name or "b64" in name else 200
-                n, o, gf, err = run_once(a.nnc, path, extra, th, iters, a.python)
+                n, o, gf, err = run_once(a.nnc, path, so, extra, th, iters, a.python)
                 nn.append(n)
                 oo.append(o)
                 gfs.append(gf)

@@ -45,7 +45,7 @@ OPTIONS:
     --iters N                  Timed runs (default: as many as fit in ~2 s, at least 10)
     --warmup N                 Untimed runs first (default 5)
     --threads N                Thread-pool size (default 1)
-    --input-shape NAME=D0,D1   Fix symbolic dims (.onnx only)
+    --input-shape NAME=D0,D1   Fix symbolic dims (of the .onnx, or of --onnx)
     --compare-ort              Also time onnxruntime (Python) on the same inputs and
                                thread count, print the ratio and the max error
     --onnx PATH                The model for --compare-ort and GFLOP/s when benchmarking a .so
