@@ -428,8 +428,7 @@ impl<'g> Items<'g> {
         let bi = if g.accumulate { Some(cc) } else { bi };
         if !self.transposed(k, xin, s, r0, chunk, cc, bi) {
             let nr = if g.stride[1] <= 2 {
-                let bias = self.has_bias.then_some(x);
-                gemm::packed_b_nr(k, &self.spec, bias)
+                gemm::packed_b_nr(k, &self.spec)
             } else {
                 None
             };

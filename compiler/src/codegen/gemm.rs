@@ -150,11 +150,22 @@ pub fn emit_const_b(
     let Some(be) = k.asm() else {
         return false;
     };
-    let level = be.level();
-    let spec = asm_spec(s, true);
-    if be.gemm(&spec).is_none() {
+    if be.gemm(&asm_spec(s, true)).is_none() {
         return false;
     }
+    let Some(bp) = packed_const_b(k, s, b) else {
+        return false;
+    };
+    run(k, s, a, B::Packed(bp), c, bias, false)
+}
+
+/// The address of `b` packed for the assembled kernel of the whole GEMM
+/// `s` (one data object per tensor, level and tiling, shared by every call
+/// site and column piece); None without an assembled backend.
+fn packed_const_b(k: &mut Kb, s: &GemmSpec, b: &ConstB) -> Option<Value> {
+    let be = k.asm()?;
+    let level = be.level();
+    let spec = asm_spec(s, true);
     let t = x86::tiling(&spec, level);
     let key = format!("{} {level:?} {}x{}x{} nv{}", b.key, s.m, s.n, s.k, t.nv);
     let mut make = || {
@@ -173,12 +184,9 @@ pub fn emit_const_b(
             .flat_map(|x| x.to_le_bytes())
             .collect()
     };
-    let Some(id) = be.data(&key, &mut make) else {
-        return false;
-    };
+    let id = be.data(&key, &mut make)?;
     let gv = x86::backend::import_data(k.b.func, id);
-    let bp = k.b.ins().symbol_value(PTR, gv);
-    run(k, s, a, B::Packed(bp), c, bias, false)
+    Some(k.b.ins().symbol_value(PTR, gv))
 }
 
 /// Columns `at..at + len` of [`emit_const_b`]'s product (B packed whole),
@@ -200,32 +208,9 @@ pub fn emit_const_b_cols(
     if !const_b_cols_ok(k, s, bias.is_some(), len) {
         return false;
     }
-    let Some(be) = k.asm() else { return false };
-    let level = be.level();
-    let spec = asm_spec(s, true);
-    let t = x86::tiling(&spec, level);
-    let key = format!("{} {level:?} {}x{}x{} nv{}", b.key, s.m, s.n, s.k, t.nv);
-    let mut make = || {
-        let (kk, n) = (s.k, s.n);
-        let rows: Vec<f32> = if b.transposed {
-            (0..kk * n).map(|e| b.data[(e % n) * kk + e / n]).collect()
-        } else {
-            b.data[..kk * n].to_vec()
-        };
-        let dense = x86::AsmGemm {
-            b_row: n,
-            ..spec.clone()
-        };
-        x86::pack_b(&dense, level, &t, &rows)
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect()
-    };
-    let Some(id) = k.asm().and_then(|be| be.data(&key, &mut make)) else {
+    let Some(bp) = packed_const_b(k, s, b) else {
         return false;
     };
-    let gv = x86::backend::import_data(k.b.func, id);
-    let bp = k.b.ins().symbol_value(PTR, gv);
     // Whole panels are K-major blocks of NR columns (as in a column split).
     let bp = k.index(bp, at, 4 * s.k as i64);
     let c = k.index(c, at, 4);
@@ -269,8 +254,7 @@ pub fn const_b_cols_ok(k: &mut Kb, s: &GemmSpec, has_bias: bool, len: usize) -> 
 /// Only whether the epilogue is supported matters here: the bias pointer is
 /// needed by [`emit_packed_b`], not yet (a fused residual, `bias == C`, has
 /// no pointer before its chunk's C is known).
-pub fn packed_b_nr(k: &mut Kb, s: &GemmSpec, bias: Option<Value>) -> Option<usize> {
-    let _ = bias;
+pub fn packed_b_nr(k: &mut Kb, s: &GemmSpec) -> Option<usize> {
     if !asm_ok(s, s.bias.is_some(), false) {
         return None;
     }
