@@ -27,6 +27,17 @@ pub struct PoolGeom {
     pub count_include_pad: bool,
 }
 
+impl PoolGeom {
+    /// The output runs of rows and of columns (see [`runs`]).
+    fn runs(&self) -> (Vec<Run>, Vec<Run>) {
+        let axis = |a: usize, out: usize, size: usize| {
+            let (k, s, d) = (self.k[a], self.stride[a], self.dil[a]);
+            runs(out, size, k, s, d, self.pad_begin[a], self.pad_end[a])
+        };
+        (axis(0, self.oh, self.h), axis(1, self.ow, self.w))
+    }
+}
+
 /// A run of outputs [o_lo, o_hi) with taps [t_lo, t_hi) valid and `count`
 /// taps inside the padded extent.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -79,24 +90,7 @@ pub(super) fn runs(
 }
 
 pub fn emit(k: &mut Kb, g: &PoolGeom, x: Value, y: Value) {
-    let hr = runs(
-        g.oh,
-        g.h,
-        g.k[0],
-        g.stride[0],
-        g.dil[0],
-        g.pad_begin[0],
-        g.pad_end[0],
-    );
-    let wr = runs(
-        g.ow,
-        g.w,
-        g.k[1],
-        g.stride[1],
-        g.dil[1],
-        g.pad_begin[1],
-        g.pad_end[1],
-    );
+    let (hr, wr) = g.runs();
     let work = g.planes * g.oh * g.ow * g.k[0] * g.k[1];
     let tasks = parallel::tasks_for(g.planes, work, 1 << 16, 1 << 14, parallel::MAX_TASKS);
     if g.max && emit_asm(k, g, &hr, x, y, tasks) {
@@ -113,24 +107,7 @@ pub fn emit(k: &mut Kb, g: &PoolGeom, x: Value, y: Value) {
 /// `y` (planes `y_plane` floats apart) on the calling thread: a fused
 /// conv's cache-resident tile into a band of rows of the pooled output.
 pub fn emit_strided(k: &mut Kb, g: &PoolGeom, x: Value, y: Value, x_plane: usize, y_plane: usize) {
-    let hr = runs(
-        g.oh,
-        g.h,
-        g.k[0],
-        g.stride[0],
-        g.dil[0],
-        g.pad_begin[0],
-        g.pad_end[0],
-    );
-    let wr = runs(
-        g.ow,
-        g.w,
-        g.k[1],
-        g.stride[1],
-        g.dil[1],
-        g.pad_begin[1],
-        g.pad_end[1],
-    );
+    let (hr, wr) = g.runs();
     let f = if g.max { asm_fn(k, g, &hr) } else { None };
     if let Some((fid, sig)) = &f {
         // Dense planes: one call for all of them.
