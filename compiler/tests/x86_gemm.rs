@@ -11,57 +11,21 @@
 //! the worst-case bound of f32 accumulation (any indexing error is O(1)).
 #![cfg(target_arch = "x86_64")]
 
+#[path = "common/asm_jit.rs"]
+mod asm_jit;
+
 #[allow(dead_code)]
 #[path = "../src/codegen/x86/mod.rs"]
 mod x86;
 
-use cranelift_codegen::ir::{types, AbiParam};
-use cranelift_codegen::settings::{self, Configurable};
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Linkage, Module};
 use x86::{AsmGemm, Level, Tiling};
 
 type GemmFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32);
 
-/// Executable copy of one assembled function (freed on drop).
-struct Jit {
-    module: Option<JITModule>,
-    f: GemmFn,
-}
-
-impl Drop for Jit {
-    fn drop(&mut self) {
-        if let Some(m) = self.module.take() {
-            // SAFETY: `f` is not used after drop.
-            unsafe { m.free_memory() };
-        }
-    }
-}
+type Jit = asm_jit::Jit<GemmFn>;
 
 fn jit(bytes: &[u8]) -> Jit {
-    let mut flags = settings::builder();
-    flags.set("is_pic", "false").unwrap();
-    let isa = cranelift_native::builder()
-        .unwrap()
-        .finish(settings::Flags::new(flags))
-        .unwrap();
-    let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-    let mut sig = module.make_signature();
-    for _ in 0..4 {
-        sig.params.push(AbiParam::new(types::I64));
-    }
-    let id = module
-        .declare_function("asm_gemm", Linkage::Local, &sig)
-        .unwrap();
-    module.define_function_bytes(id, 64, bytes, &[]).unwrap();
-    module.finalize_definitions().unwrap();
-    let p = module.get_finalized_function(id);
-    // SAFETY: the bytes are a SysV function with this signature.
-    let f = unsafe { std::mem::transmute::<*const u8, GemmFn>(p) };
-    Jit {
-        module: Some(module),
-        f,
-    }
+    asm_jit::jit(bytes)
 }
 
 struct Rng(u64);

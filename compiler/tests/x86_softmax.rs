@@ -5,10 +5,9 @@
 //! references, with guard elements around every buffer.
 #![cfg(target_arch = "x86_64")]
 
-use cranelift_codegen::ir::{types, AbiParam};
-use cranelift_codegen::settings::{self, Configurable};
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Linkage, Module};
+#[path = "common/asm_jit.rs"]
+mod asm_jit;
+
 use nnc_compiler::codegen::x86::softmax::{assemble, SoftmaxKernel};
 use nnc_compiler::codegen::x86::Level;
 use nnc_compiler::ir::{DType, Graph, Op, TensorType, UnaryOp};
@@ -17,44 +16,10 @@ use nnc_compiler::pipeline;
 
 type Fn4 = unsafe extern "C" fn(*mut f32, *mut f32, *mut f32, *mut f32);
 
-struct Jit {
-    module: Option<JITModule>,
-    f: Fn4,
-}
-
-impl Drop for Jit {
-    fn drop(&mut self) {
-        if let Some(m) = self.module.take() {
-            // SAFETY: `f` is not used after drop.
-            unsafe { m.free_memory() };
-        }
-    }
-}
+type Jit = asm_jit::Jit<Fn4>;
 
 fn jit(bytes: &[u8]) -> Jit {
-    let mut flags = settings::builder();
-    flags.set("is_pic", "false").unwrap();
-    let isa = cranelift_native::builder()
-        .unwrap()
-        .finish(settings::Flags::new(flags))
-        .unwrap();
-    let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-    let mut sig = module.make_signature();
-    for _ in 0..4 {
-        sig.params.push(AbiParam::new(types::I64));
-    }
-    let id = module
-        .declare_function("asm_softmax", Linkage::Local, &sig)
-        .unwrap();
-    module.define_function_bytes(id, 64, bytes, &[]).unwrap();
-    module.finalize_definitions().unwrap();
-    let p = module.get_finalized_function(id);
-    // SAFETY: the bytes are a SysV function of four pointers.
-    let f = unsafe { std::mem::transmute::<*const u8, Fn4>(p) };
-    Jit {
-        module: Some(module),
-        f,
-    }
+    asm_jit::jit(bytes)
 }
 
 fn levels() -> Vec<Level> {
