@@ -55,6 +55,7 @@ pub mod backend;
 pub mod im2col;
 pub mod pool;
 pub mod softmax;
+pub mod winograd;
 
 use iced_x86::code_asm::*;
 use iced_x86::IcedError;
