@@ -2339,6 +2339,94 @@ fn conv_transposed_residual() {
     ck.finish();
 }
 
+/// Winograd F(2,3) convs (assembled transforms, AVX-512 only): odd and even
+/// output sizes (partial edge tiles), pads 0/1 and asymmetric, a 1×1
+/// output, several tile-row chunkings (first/interior/last chunks differ
+/// in padded rows), small and wide channel counts (64-column panels for
+/// M ≤ 6), batches, bias/relu, a fused residual, and a fused 2×2/2 max pool
+/// (one tile per window, odd conv outputs drop the last row/column).
+/// Tolerance: accumulation over C·9 terms, ×4 for the transforms (their
+/// intermediate values grow up to ~4× the inputs).
+#[test]
+fn conv_winograd() {
+    use nnc_compiler::ir::ConvAlgo;
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        eprintln!("conv_winograd: skipped (no AVX-512 on this host)");
+        return;
+    }
+    let mut ck = Checker::new("conv winograd");
+    let mut rng = Rng::new(37);
+    #[allow(clippy::type_complexity)]
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<usize>, Vec<usize>, [usize; 4], Vec<usize>)> = vec![
+        // x, w, pads, tile-row chunkings
+        (vec![1, 16, 17, 17], vec![16, 16, 3, 3], [1, 1, 1, 1], vec![9, 3, 1]),
+        (vec![1, 8, 18, 18], vec![24, 8, 3, 3], [1, 1, 1, 1], vec![9, 3, 1]),
+        (vec![2, 5, 13, 29], vec![17, 5, 3, 3], [0, 0, 0, 0], vec![6, 2]),
+        (vec![1, 3, 9, 40], vec![5, 3, 3, 3], [1, 0, 2, 1], vec![5, 1]),
+        (vec![1, 32, 1, 1], vec![64, 32, 3, 3], [1, 1, 1, 1], vec![1]),
+        (vec![1, 64, 14, 14], vec![64, 64, 3, 3], [1, 1, 1, 1], vec![7, 1]),
+        (vec![1, 33, 7, 7], vec![40, 33, 3, 3], [1, 1, 1, 1], vec![4, 2]),
+        (vec![3, 1, 6, 35], vec![4, 1, 3, 3], [1, 1, 1, 1], vec![3]),
+    ];
+    for (xs, ws, pads, chunkings) in cases {
+        let window = win(&[3, 3], &[1, 1], &[1, 1], &pads, false);
+        let oh = xs[2] + pads[0] + pads[2] - 2;
+        let ow = xs[3] + pads[1] + pads[3] - 2;
+        let k = ws[1] * 9;
+        for tile_rows in chunkings {
+            let algo = ConvAlgo::Winograd { tile_rows };
+            for (bias, residual, relu) in [
+                (false, false, false),
+                (true, false, true),
+                (true, true, true),
+            ] {
+                let mut ts = vec![randn(&mut rng, &xs), randn(&mut rng, &ws)];
+                if bias || residual {
+                    ts.push(randn(&mut rng, &[ws[0]]));
+                }
+                if residual {
+                    ts.push(randn(&mut rng, &[xs[0], ws[0], oh, ow]));
+                }
+                let op = Op::ConvImpl {
+                    window: window.clone(),
+                    group: 1,
+                    algo,
+                    relu,
+                    pool: None,
+                };
+                ck.op(
+                    &format!("winograd x{xs:?} w{ws:?} p{pads:?} rows {tile_rows} bias {bias} residual {residual} relu {relu}"),
+                    op,
+                    args_with_consts(ts, &[1, 2]),
+                    accum_tol(k, 4.0),
+                );
+            }
+            if oh >= 2 && ow >= 2 {
+                let pool = win(&[2, 2], &[2, 2], &[1, 1], &[0; 4], false);
+                let mut ts = vec![randn(&mut rng, &xs), randn(&mut rng, &ws)];
+                ts.push(randn(&mut rng, &[ws[0]]));
+                let op = Op::ConvImpl {
+                    window: window.clone(),
+                    group: 1,
+                    algo: ConvAlgo::Winograd {
+                        tile_rows: tile_rows.min(oh / 2),
+                    },
+                    relu: true,
+                    pool: Some(Box::new(pool)),
+                };
+                ck.op(
+                    &format!("winograd+pool x{xs:?} w{ws:?} p{pads:?} rows {tile_rows}"),
+                    op,
+                    args_with_consts(ts, &[1, 2]),
+                    accum_tol(k, 4.0),
+                );
+            }
+        }
+    }
+    ck.finish();
+}
+
 /// Attention through strided views, as the optimizer builds them around
 /// head-split reshapes/transposes: q and v read from [L, heads, D (+pad)]
 /// projection-style buffers at an offset, kᵀ from padded rows, the result

@@ -529,6 +529,41 @@ fn kernels_split_over_threads_bit_identically() {
         );
     }
 
+    // Winograd (AVX-512 only): 7 chunk items of 4 tile rows, one chunk
+    // (its 16 GEMMs split instead), a fused residual, a fused pool over a
+    // batch. Tolerance: 4× the C·9-term accumulation (the transforms).
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        for (xs, ws, tile_rows, residual, pool) in [
+            ([1, 64, 56, 56], [64, 64, 3, 3], 4, false, false),
+            ([1, 128, 14, 14], [128, 128, 3, 3], 7, true, false),
+            ([4, 32, 13, 13], [64, 32, 3, 3], 5, false, true),
+        ] {
+            let pads = if pool { [0; 4] } else { [1; 4] };
+            let mut args = vec![
+                Arg::In(rng.tensor(&xs)),
+                Arg::Const(rng.tensor(&ws)),
+                Arg::Const(rng.tensor(&ws[..1])),
+            ];
+            if residual {
+                args.push(Arg::In(rng.tensor(&[xs[0], ws[0], xs[2], xs[3]])));
+            }
+            check(
+                &pools,
+                f,
+                &format!("conv winograd x{xs:?} rows {tile_rows} residual {residual} pool {pool}"),
+                Op::ConvImpl {
+                    window: win(&[3, 3], &[1, 1], &pads),
+                    group: 1,
+                    algo: ConvAlgo::Winograd { tile_rows },
+                    relu: true,
+                    pool: pool.then(|| Box::new(win(&[2, 2], &[2, 2], &[0; 4]))),
+                },
+                args,
+                4 * ws[1] * 9,
+            );
+        }
+    }
+
     // Pooling.
     check(
         &pools,

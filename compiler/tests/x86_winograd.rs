@@ -208,6 +208,7 @@ fn check_in(
         channels: ch,
         nr,
         np: n.div_ceil(nr) * nr,
+        xi_stride: n.div_ceil(nr) * nr * ch,
     };
     let v = run_in(&g, &x, pad, ty0);
     let mut want = vec![0.0f64; v.len()];
@@ -438,6 +439,7 @@ fn output_transform_sweep() {
                                         g: WinoOut {
                                             channels: ch,
                                             np: (tr * tw).div_ceil(nr) * nr,
+                                            xi_stride: (tr * tw).div_ceil(nr) * nr * ch,
                                             tw,
                                             tr,
                                             ow: width,
@@ -578,6 +580,7 @@ fn conv_end_to_end(cin: usize, cout: usize, h: usize, w: usize, tr: usize, nr: u
             channels: cin,
             nr,
             np,
+            xi_stride: np * cin,
         };
         let v = run_in(&gi, &x, pad, ty0);
         // M_ξ = U_ξ · V_ξ (f32 sums, as a GEMM would).
@@ -596,6 +599,7 @@ fn conv_end_to_end(cin: usize, cout: usize, h: usize, w: usize, tr: usize, nr: u
         let go = WinoOut {
             channels: cout,
             np,
+            xi_stride: np * cout,
             tw,
             tr,
             ow: width,
@@ -690,10 +694,12 @@ fn bench_resnet_layer1() {
         channels: ch,
         nr,
         np,
+        xi_stride: np * ch,
     };
     let go = WinoOut {
         channels: ch,
         np,
+        xi_stride: np * ch,
         tw,
         tr,
         ow: w,

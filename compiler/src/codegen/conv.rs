@@ -796,10 +796,10 @@ impl<'g> Items<'g> {
     }
 }
 
-type AsmFn = (cranelift_module::FuncId, cranelift_codegen::ir::Signature);
+pub(super) type AsmFn = (cranelift_module::FuncId, cranelift_codegen::ir::Signature);
 
 /// Calls the function of the group holding `chunk` (the first is the default).
-fn dispatch(k: &mut Kb, fns: &[(AsmFn, Vec<usize>)], chunk: Value, args: &[Value]) {
+pub(super) fn dispatch(k: &mut Kb, fns: &[(AsmFn, Vec<usize>)], chunk: Value, args: &[Value]) {
     let call = |k: &mut Kb, f: &AsmFn| {
         let fref = x86::backend::import_function(k.b.func, f.0, f.1.clone());
         k.b.ins().call(fref, args);

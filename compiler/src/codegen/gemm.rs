@@ -283,7 +283,8 @@ pub fn emit_packed_b(k: &mut Kb, s: &GemmSpec, a: Value, b: Value, c: Value, bia
         s.bias.is_none() || bias.is_some(),
         "packed-B GEMM with a bias spec but no bias pointer"
     );
-    let ok = run(k, s, a, B::Packed(b), c, bias, false);
+    // Small products too: a packed B exists only for the assembled kernel.
+    let ok = run(k, s, a, B::Packed(b), c, bias, true);
     assert!(ok, "packed-B GEMM without an assembled kernel");
 }
 

@@ -92,14 +92,36 @@ pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
         } if args.len() == 4 => Err("depthwise conv with a fused residual".into()),
         Op::ConvImpl {
             window,
+            group,
+            algo: ConvAlgo::Winograd { .. },
+            pool,
+            ..
+        } if window.spatial_rank() != 2
+            || !super::winograd::applicable(&conv_impl_geom(
+                window,
+                *group,
+                pool.as_deref(),
+                &args,
+                out,
+            ))
+            || g.as_const(value_arg(g, id, 1)).is_none() =>
+        {
+            Err(
+                "winograd needs a 2-D 3×3 stride-1 single-group conv with constant weights \
+                 (and at most a fused 2×2 stride-2 max pool)"
+                    .into(),
+            )
+        }
+        Op::ConvImpl {
+            window,
             algo,
             pool: Some(_),
             ..
-        } if !matches!(algo, ConvAlgo::Im2col { .. })
+        } if !matches!(algo, ConvAlgo::Im2col { .. } | ConvAlgo::Winograd { .. })
             || window.spatial_rank() != 2
             || args.len() == 4 =>
         {
-            Err("fused pool needs a 2-D im2col conv without residual".into())
+            Err("fused pool needs a 2-D im2col or winograd conv without residual".into())
         }
         Op::Conv { window, .. } | Op::ConvImpl { window, .. } | Op::Pool { window, .. } => {
             need_f32(op.name())?;
@@ -233,6 +255,10 @@ pub fn scratch_bytes(g: &Graph, id: ValueId) -> usize {
                 let mut geom = conv_impl_geom(window, *group, pool.as_deref(), &args, g.ty(id));
                 geom.chunk_rows = *chunk_rows;
                 geom.total_scratch_bytes()
+            }
+            ConvAlgo::Winograd { tile_rows } => {
+                let geom = conv_impl_geom(window, *group, pool.as_deref(), &args, g.ty(id));
+                super::winograd::Wino::new(&geom, *tile_rows).total_scratch_bytes()
             }
             ConvAlgo::Pointwise | ConvAlgo::Depthwise => 0,
         },
@@ -560,6 +586,11 @@ pub fn emit(
                 }
                 ConvAlgo::Pointwise => {
                     conv::emit(k, &geom, a[0], a[1], bias, out, None, *relu, None)
+                }
+                ConvAlgo::Winograd { tile_rows } => {
+                    let wc = const_b(g, id, true).expect("checked: constant weights");
+                    let s = scratch.expect("planner allocates the winograd scratch");
+                    super::winograd::emit(k, &geom, *tile_rows, a[0], &wc, bias, out, s, *relu);
                 }
             }
         }

@@ -21,6 +21,7 @@ mod pool;
 mod reduce;
 pub mod target;
 mod typed;
+pub mod winograd;
 pub mod x86;
 
 use crate::ir::{Graph, ValueKind};

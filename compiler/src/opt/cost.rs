@@ -20,6 +20,8 @@ pub struct Machine {
     pub l2_gbs: f64,
     pub dram_gbs: f64,
     pub cores: usize,
+    /// The backend has Winograd F(2,3) conv kernels (AVX-512 transforms).
+    pub winograd: bool,
 }
 
 impl Machine {
@@ -34,6 +36,7 @@ impl Machine {
             l2_gbs: 170.0,
             dram_gbs: 15.0,
             cores: 2,
+            winograd: true,
         }
     }
     /// x86-64 with AVX2 + FMA micro-kernels.
@@ -47,6 +50,7 @@ impl Machine {
             l2_gbs: 120.0,
             dram_gbs: 12.0,
             cores: 2,
+            winograd: false,
         }
     }
     /// x86-64 with Cranelift's 128-bit code only.
@@ -60,6 +64,7 @@ impl Machine {
             l2_gbs: 100.0,
             dram_gbs: 12.0,
             cores: 2,
+            winograd: false,
         }
     }
     /// AArch64 with NEON (Neoverse-class core).
@@ -73,6 +78,7 @@ impl Machine {
             l2_gbs: 120.0,
             dram_gbs: 20.0,
             cores: 4,
+            winograd: false,
         }
     }
 
@@ -155,6 +161,17 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                 pool: Some(pw),
                 ..
             } => conv_pool_ns(m, window, *group, *chunk_rows, pw, args, out) + mem,
+            // The fused pool is free in the output transform: only the
+            // pooled tiles are computed.
+            Op::ConvImpl {
+                algo: ConvAlgo::Winograd { tile_rows },
+                pool: Some(_),
+                ..
+            } => {
+                let (mo, c) = (args[1].shape[0], args[1].shape[1]);
+                let (th, tw) = (out.shape[2], out.shape[3]);
+                winograd_ns(m, c, mo, th, tw, *tile_rows, out.shape[0]) + mem
+            }
             Op::ConvImpl {
                 window,
                 group,
@@ -270,6 +287,10 @@ pub fn conv_ns(
     let images = out.shape[0] * group;
     let m_g = out.shape[1] / group.max(1);
     match algo {
+        ConvAlgo::Winograd { tile_rows } => {
+            let (th, tw) = crate::codegen::winograd::tile_grid(oh, ow, None);
+            winograd_ns(m, cin_g, m_g, th, tw, tile_rows, images)
+        }
         ConvAlgo::Pointwise => flops / m.gemm_gflops,
         ConvAlgo::Depthwise => flops / (4.0 * m.elem_gops),
         ConvAlgo::Im2col { chunk_rows } => {
@@ -284,4 +305,32 @@ pub fn conv_ns(
             flops / (m.gemm_gflops * eff) + unfold + weights + 2.0 * chunks as f64
         }
     }
+}
+
+/// Winograd F(2,3) over a `th × tw` tile grid in chunks of `tile_rows`
+/// tile rows: per chunk 16 GEMMs `[M, C]·[C, np]` (np = the chunk's tiles
+/// padded to whole panels; a short K costs a tile store per pass), the
+/// transforms as a few vector ops per element of the transformed input and
+/// the products (both L2-resident), and the transformed weights (16/9 of
+/// the weights) streamed once per chunk.
+pub fn winograd_ns(
+    m: &Machine,
+    c: usize,
+    mo: usize,
+    th: usize,
+    tw: usize,
+    tile_rows: usize,
+    images: usize,
+) -> f64 {
+    use crate::codegen::winograd::{padded_cols, sanitize_rows};
+    let tr = sanitize_rows(th, tile_rows);
+    let chunks = (images * th.max(1) / tr) as f64;
+    let np = padded_cols(tr * tw, mo, c);
+    let flops = 32.0 * (mo * c * np) as f64;
+    let eff = c as f64 / (c as f64 + 4.0) * if mo < 4 { mo as f64 / 4.0 } else { 1.0 };
+    let gemm = flops / (m.gemm_gflops * eff) + 16.0 * 10.0;
+    let (v, p) = (16 * np * c, 16 * np * mo);
+    let transforms = (v + p) as f64 / m.elem_gops + 2.0 * m.mem_ns(4 * (v + p));
+    let weights = m.mem_ns(4 * 16 * mo * c);
+    chunks * (gemm + transforms + weights)
 }

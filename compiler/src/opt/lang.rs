@@ -181,6 +181,8 @@ pub struct Tables {
     pub const_ids: HashMap<(Vec<usize>, u64), Vec<u32>>,
     /// Target L2 size (from the cost model's machine), for tiling rules.
     pub l2_bytes: usize,
+    /// The target has Winograd conv kernels (see `Machine::winograd`).
+    pub winograd: bool,
     /// (rule, canonical match) pairs already applied.
     pub applied: std::collections::HashSet<(String, Vec<Id>)>,
 }

@@ -133,6 +133,7 @@ pub fn optimize(g: &Graph, m: &cost::Machine, limits: &Limits) -> (Graph, Stats)
     let mut eg: EG = EG::new(Tables {
         inputs: g.inputs.iter().map(|&i| g.ty(i).clone()).collect(),
         l2_bytes: m.l2_bytes,
+        winograd: m.winograd,
         ..Default::default()
     });
     let mut class_of: Vec<Id> = Vec::with_capacity(g.values.len());

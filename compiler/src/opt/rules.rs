@@ -477,8 +477,9 @@ fn attention_rule(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
 }
 
 /// Every applicable algorithm for a conv, with im2col chunkings chosen
-/// against the target's L2 (whole output, about L2/2, about L2/8).
-/// `NNC_FORCE_CONV=im2col|chunked|pointwise|depthwise` restricts the set
+/// against the target's L2 (whole output, about L2/2, about L2/8), and
+/// Winograd F(2,3) tile-row chunkings likewise where the target has it.
+/// `NNC_FORCE_CONV=im2col|chunked|pointwise|depthwise|winograd` restricts the set
 /// (to measure forced plans against the cost model's choice).
 fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     let Op::Conv { window, group } = op(eg, s, "?c")? else {
@@ -517,11 +518,20 @@ fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     if group > 1 && x.shape[1] == group && wt.shape[0] == group && window.spatial_rank() <= 2 {
         algos.push(ConvAlgo::Depthwise);
     }
+    let w_const = eg[v(s, "?w")].data.value.is_some();
+    if eg.analysis.winograd && w_const && winograd_window(&window, group) && rank == 4 {
+        let (th, tw) = crate::codegen::winograd::tile_grid(oh, ow, None);
+        for tile_rows in winograd_rows(th, tw, wt.shape[0], wt.shape[1], l2) {
+            algos.push(ConvAlgo::Winograd { tile_rows });
+        }
+    }
     if let Ok(f) = std::env::var("NNC_FORCE_CONV") {
         algos.retain(|a| match (f.as_str(), a) {
             ("im2col", ConvAlgo::Im2col { chunk_rows }) => *chunk_rows == oh.max(1),
             ("chunked", ConvAlgo::Im2col { chunk_rows }) => *chunk_rows < oh || algos_len_one(oh),
-            ("pointwise", ConvAlgo::Pointwise) | ("depthwise", ConvAlgo::Depthwise) => true,
+            ("pointwise", ConvAlgo::Pointwise)
+            | ("depthwise", ConvAlgo::Depthwise)
+            | ("winograd", ConvAlgo::Winograd { .. }) => true,
             _ => false,
         });
     }
@@ -544,6 +554,31 @@ fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
         last = Some(n);
     }
     last
+}
+
+/// A 2-D 3×3 stride-1 single-group window: Winograd F(2,3) applies.
+fn winograd_window(w: &crate::ir::Window, group: usize) -> bool {
+    group == 1 && w.kernel == [3, 3] && w.strides == [1, 1] && w.dilations == [1, 1]
+}
+
+/// Winograd tile-row chunkings of a `th × tw` tile grid: all rows, and the
+/// most whose scratch (transformed input and products) fits about L2/2 and
+/// L2/8.
+fn winograd_rows(th: usize, tw: usize, m: usize, c: usize, l2: usize) -> Vec<usize> {
+    use crate::codegen::winograd::slot_bytes;
+    let fit = |budget: usize| {
+        (1..=th)
+            .rev()
+            .find(|&r| th.is_multiple_of(r) && slot_bytes(r * tw, m, c) <= budget)
+            .unwrap_or(1)
+    };
+    let mut rows = vec![th.max(1)];
+    for r in [fit(l2 / 2), fit(l2 / 8)] {
+        if !rows.contains(&r) {
+            rows.push(r);
+        }
+    }
+    rows
 }
 
 fn algos_len_one(oh: usize) -> bool {
@@ -612,7 +647,7 @@ fn conv_pool(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
             Nnc::Op("conv_impl", ch) if ch.len() <= 4 => match attr_of(eg, ch[0]) {
                 Some(
                     o @ Op::ConvImpl {
-                        algo: ConvAlgo::Im2col { .. },
+                        algo: ConvAlgo::Im2col { .. } | ConvAlgo::Winograd { .. },
                         pool: None,
                         ..
                     },
@@ -623,6 +658,13 @@ fn conv_pool(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
         })
         .collect();
     let cy = ty(eg, v(s, "?cv"))?;
+    // Winograd: each 2×2 output tile is one window of a 2×2/2 unpadded pool.
+    let tile_pool = pw.kernel == [2, 2]
+        && pw.strides == [2, 2]
+        && pw.dilations == [1, 1]
+        && pw.pads.iter().all(|&p| p == 0)
+        && out.shape[2] == cy.shape[2] / 2
+        && out.shape[3] == cy.shape[3] / 2;
     let (oh, ow, ph) = (cy.shape[2], cy.shape[3], out.shape[2]);
     let l2 = eg.analysis.l2_bytes.max(1 << 16);
     let mut first = None;
@@ -631,12 +673,42 @@ fn conv_pool(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
             window,
             group,
             relu,
+            algo,
             ..
         } = o
         else {
             continue;
         };
         let wt = ty(eg, args[1])?;
+        if let ConvAlgo::Winograd { .. } = algo {
+            if !tile_pool {
+                continue;
+            }
+            let (th, tw) = (out.shape[2], out.shape[3]);
+            for tile_rows in winograd_rows(th, tw, wt.shape[0], wt.shape[1], l2) {
+                let new = add_op(
+                    eg,
+                    &Op::ConvImpl {
+                        window: window.clone(),
+                        group,
+                        algo: ConvAlgo::Winograd { tile_rows },
+                        relu,
+                        pool: Some(Box::new(pw.clone())),
+                    },
+                    &args,
+                );
+                if !same_type(eg, c, new) {
+                    continue;
+                }
+                match first {
+                    None => first = Some(new),
+                    Some(f) => {
+                        eg.union(f, new);
+                    }
+                }
+            }
+            continue;
+        }
         let per = wt.shape[1] * window.kernel.iter().product::<usize>();
         let mg = wt.shape[0] / group.max(1);
         // conv rows a chunk of `pr` pooled rows reads, and its scratch bytes

@@ -440,7 +440,11 @@ fn deterministic() {
 }
 
 fn chosen_algos(g: &Graph) -> Vec<crate::ir::ConvAlgo> {
-    let (o, _) = optimize(g, &Machine::x86_64_sse(), &Limits::default());
+    chosen_algos_on(g, &Machine::x86_64_sse())
+}
+
+fn chosen_algos_on(g: &Graph, m: &Machine) -> Vec<crate::ir::ConvAlgo> {
+    let (o, _) = optimize(g, m, &Limits::default());
     o.values
         .iter()
         .filter_map(|v| match &v.kind {
@@ -521,6 +525,55 @@ fn conv_algorithm_choice() {
         matches!(a[..], [ConvAlgo::Im2col { chunk_rows }] if chunk_rows < 112),
         "{a:?}"
     );
+}
+
+/// A ResNet layer-1 conv (3×3, stride 1, 64 channels, 56×56): Winograd
+/// F(2,3) on the AVX-512 target (2.25× fewer multiplies, its chunk sized
+/// to L2), im2col where the target has no Winograd kernels (AArch64).
+/// With a constant weight only: a run-time weight cannot be transformed.
+#[test]
+fn winograd_choice_follows_target() {
+    use crate::ir::ConvAlgo;
+    let build = |const_w: bool| {
+        let shapes: &[&[usize]] = if const_w {
+            &[&[1, 64, 56, 56]]
+        } else {
+            &[&[1, 64, 56, 56], &[64, 64, 3, 3]]
+        };
+        let (mut g, x) = graph(shapes);
+        let w = if const_w {
+            konst(&mut g, &[64, 64, 3, 3], 5)
+        } else {
+            x[1]
+        };
+        let win = Window {
+            kernel: vec![3, 3],
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![1; 4],
+            ceil_mode: false,
+        };
+        let y = op(
+            &mut g,
+            Op::Conv {
+                window: win,
+                group: 1,
+            },
+            &[x[0], w],
+        );
+        g.add_output("y", y);
+        g
+    };
+    let g = build(true);
+    let a = chosen_algos_on(&g, &Machine::x86_64_avx512());
+    assert!(
+        matches!(a[..], [ConvAlgo::Winograd { tile_rows }] if tile_rows < 28 && 28 % tile_rows == 0),
+        "{a:?}"
+    );
+    let a = chosen_algos_on(&g, &Machine::aarch64());
+    assert!(matches!(a[..], [ConvAlgo::Im2col { .. }]), "{a:?}");
+    let a = chosen_algos_on(&build(false), &Machine::x86_64_avx512());
+    assert!(matches!(a[..], [ConvAlgo::Im2col { .. }]), "{a:?}");
 }
 
 /// Attribute text of the live ops named `name`.

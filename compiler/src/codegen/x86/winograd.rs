@@ -16,7 +16,7 @@
 //!
 //! ```text
 //! void f(const float* x, float* v, const void*, const void*);
-//! v[ξ·np·C + (j/nr)·nr·C + ci·nr + j%nr] = V_ξ(ci, j)   (0.0 for j ≥ tr·tw)
+//! v[ξ·S + (j/nr)·nr·C + ci·nr + j%nr] = V_ξ(ci, j)   (0.0 for j ≥ tr·tw; S = xi_stride ≥ np·C)
 //! ```
 //!
 //! Output transform, Y = Aᵀ·M·A with Aᵀ = [[1,1,1,0],[0,1,−1,−1]], and the
@@ -24,7 +24,7 @@
 //!
 //! ```text
 //! void f(const float* m, float* y, const float* bias, const void*);
-//! m[ξ·C·np + co·np + j] = M_ξ(co, j)
+//! m[ξ·S + co·np + j] = M_ξ(co, j)   (S = xi_stride ≥ C·np)
 //! ```
 //!
 //! # Schedule
@@ -90,6 +90,10 @@ pub struct WinoIn {
     pub nr: usize,
     /// Padded column count: a multiple of `nr`, ≥ tr·tw.
     pub np: usize,
+    /// Elements between the ξ planes of `v` (≥ np·channels). A few cache
+    /// lines more than that keeps a channel's 16 stores out of one L1 set
+    /// (planes a multiple of 4 KiB apart all map to the same set).
+    pub xi_stride: usize,
 }
 
 /// Output transform of one chunk from the 16 GEMM products, with the conv
@@ -98,8 +102,10 @@ pub struct WinoIn {
 pub struct WinoOut {
     /// Output channels (GEMM M).
     pub channels: usize,
-    /// Row stride of each product; product ξ starts at ξ·channels·np.
+    /// Row stride of each product.
     pub np: usize,
+    /// Product ξ starts at ξ·xi_stride (≥ channels·np; see [`WinoIn::xi_stride`]).
+    pub xi_stride: usize,
     pub tw: usize,
     pub tr: usize,
     /// Output row width (the conv output width; the pooled width, ≥ tw,
@@ -429,6 +435,9 @@ fn gen_in(g: &WinoIn) -> Result<Vec<u8>, AsmError> {
             "winograd in: np must be a multiple of nr, ≥ tr·tw".into(),
         ));
     }
+    if g.xi_stride < g.np * g.channels {
+        return Err(AsmError("winograd in: xi_stride below np·channels".into()));
+    }
     if g.row_ok.len() != g.tr * 4 || g.w == 0 {
         return Err(AsmError(
             "winograd in: row_ok must have tr·4 entries, w > 0".into(),
@@ -438,6 +447,7 @@ fn gen_in(g: &WinoIn) -> Result<Vec<u8>, AsmError> {
         u32::try_from(g.channels).map_err(|_| AsmError("winograd in: channels".into()))?;
     // Bounds of every offset below (each displacement is checked again).
     if !fits(&[17, g.np.max(1), g.channels.max(1)])
+        || !fits(&[17, g.xi_stride.max(1)])
         || !fits(&[2 * g.tr + 4 + g.pad_w, g.w + 2 * g.tw + 34])
         || !fits(&[g.plane])
     {
@@ -480,7 +490,7 @@ fn gen_in(g: &WinoIn) -> Result<Vec<u8>, AsmError> {
 
 /// Element offset in `v` (channel 0) of column `j` of product ξ.
 fn v_at(g: &WinoIn, xi: usize, j: usize) -> i64 {
-    (xi * g.np * g.channels + (j / g.nr) * g.nr * g.channels + j % g.nr) as i64
+    (xi * g.xi_stride + (j / g.nr) * g.nr * g.channels + j % g.nr) as i64
 }
 
 /// One channel of the 16 columns from `j0`.
@@ -578,9 +588,9 @@ fn gen_out(g: &WinoOut) -> Result<Vec<u8>, AsmError> {
         return Err(AsmError("winograd out: sizes exceed 2 GiB".into()));
     }
     let n = g.tr * g.tw;
-    if g.np < n || g.row2_ok.len() != g.tr {
+    if g.np < n || g.row2_ok.len() != g.tr || g.xi_stride < g.channels * g.np {
         return Err(AsmError(
-            "winograd out: np must be ≥ tr·tw, row2_ok tr entries".into(),
+            "winograd out: np must be ≥ tr·tw, row2_ok tr entries, xi_stride ≥ channels·np".into(),
         ));
     }
     if g.pool && (g.accumulate || g.ow < g.tw || g.row2_ok.iter().any(|&ok| !ok)) {
@@ -591,6 +601,7 @@ fn gen_out(g: &WinoOut) -> Result<Vec<u8>, AsmError> {
     let channels =
         u32::try_from(g.channels).map_err(|_| AsmError("winograd out: channels".into()))?;
     if !fits(&[17, g.np.max(1), g.channels.max(1)])
+        || !fits(&[17, g.xi_stride.max(1)])
         || !fits(&[2 * g.tr + 2, g.ow + 2 * g.tw + 32])
         || !fits(&[g.plane])
     {
@@ -644,7 +655,7 @@ fn out_vector(
     }
     // m[r][c] = M_{4r+c} of the 16 tiles.
     let nrows = if two { 4 } else { 3 };
-    let cnp = (g.channels * g.np) as i64;
+    let cnp = g.xi_stride as i64;
     let mut m = [[ZERO; 4]; 4];
     for (r, mr) in m.iter_mut().enumerate().take(nrows) {
         for (c, x) in mr.iter_mut().enumerate() {
@@ -779,6 +790,7 @@ mod tests {
             channels: 64,
             nr: 32,
             np: 128,
+            xi_stride: 128 * 64,
         }
     }
 
@@ -786,6 +798,7 @@ mod tests {
         WinoOut {
             channels: 64,
             np: 128,
+            xi_stride: 128 * 64,
             tw: 28,
             tr: 4,
             ow: 56,
