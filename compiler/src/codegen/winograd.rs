@@ -151,9 +151,36 @@ impl<'g> Wino<'g> {
         parallel::tasks_for(items, macs, 1 << 19, 1 << 18, parallel::MAX_SLOTS)
     }
 
-    /// Scratch for all slots (what the planner allocates).
+    /// Tile rows per chunk when chunks run as parallel tasks: an odd item
+    /// count splits unevenly over two threads (ResNet's layer 1: 7 chunks
+    /// of 4 tile rows, 4 + 3), so tasks take the largest smaller divisor
+    /// of the tile rows that makes the count even, unless its chunks waste
+    /// more padded GEMM columns (14 chunks of 2 rows: 56 of 64 columns,
+    /// as 112 of 128). Per element the result does not depend on the
+    /// chunking.
+    pub fn par_rows(&self) -> usize {
+        let items = self.items();
+        if items.is_multiple_of(2) || items >= 16 {
+            return self.tr;
+        }
+        let waste = |tr: usize| {
+            padded_cols(tr * self.tw, self.g.m, self.g.c) as f64 / (tr * self.tw) as f64
+        };
+        (1..self.tr)
+            .rev()
+            .find(|&r| {
+                self.th.is_multiple_of(r)
+                    && (self.g.n * self.th / r).is_multiple_of(2)
+                    && waste(r) <= waste(self.tr) + 1e-9
+            })
+            .unwrap_or(self.tr)
+    }
+
+    /// Scratch for all slots (what the planner allocates): one serial
+    /// chunk, or one per task of the parallel chunking.
     pub fn total_scratch_bytes(&self) -> usize {
-        self.slot_bytes() * self.tasks().max(1)
+        let par = Wino::new(self.g, self.par_rows());
+        self.slot_bytes().max(par.slot_bytes() * par.tasks().max(1))
     }
 
     fn spec(&self) -> GemmSpec {
@@ -264,37 +291,12 @@ pub fn emit(
     scratch: Value,
     relu: bool,
 ) {
-    let wino = Wino::new(g, tile_rows);
     let level = k.asm().map(|be| be.level());
     assert_eq!(
         level,
         Some(x86::Level::Avx512),
         "winograd conv chosen for a target without AVX-512 kernels"
     );
-    // Chunks with equal transform specs share one pair of functions; the
-    // largest group is the fallthrough of the dispatch.
-    let mut groups: Vec<((xw::WinoIn, xw::WinoOut), Vec<usize>)> = Vec::new();
-    for ch in 0..wino.chunks() {
-        let key = wino.specs(ch, bias.is_some(), relu);
-        match groups.iter_mut().find(|e| e.0 == key) {
-            Some(e) => e.1.push(ch),
-            None => groups.push((key, vec![ch])),
-        }
-    }
-    groups.sort_by_key(|e| std::cmp::Reverse(e.1.len()));
-    let mut fin = Vec::new();
-    let mut fout = Vec::new();
-    for ((si, so), chunks) in &groups {
-        let be = k.asm().expect("checked above");
-        let f = be
-            .func(&format!("wino-in {si:?}"), &mut |_| xw::assemble_in(si))
-            .expect("winograd input transform assembles");
-        fin.push((f, chunks.clone()));
-        let f = be
-            .func(&format!("wino-out {so:?}"), &mut |_| xw::assemble_out(so))
-            .expect("winograd output transform assembles");
-        fout.push((f, chunks.clone()));
-    }
     let (m, c) = (g.m, g.c);
     let ukey = format!("wino U {} {m}x{c}", wc.key);
     let wdata = wc.data;
@@ -309,38 +311,123 @@ pub fn emit(
             })
         })
         .expect("winograd weights data object");
-    let spec = wino.spec();
-    let chunks = wino.chunks();
-    let (ow_out, plane_out) = match &g.pool {
-        Some(p) => (p.ow, p.oh * p.ow),
-        None => (2 * g.ow, g.oh * g.ow),
-    };
-    let slot_bytes = wino.slot_bytes() as i64;
-    let (v_stride, m_stride) = (plane_stride(wino.np, c), plane_stride(wino.np, m));
-    let v_bytes = (4 * 16 * v_stride) as i64;
+    let serial = Wino::new(g, tile_rows);
+    let par = Wino::new(g, serial.par_rows());
     let mut caps = vec![x, y, scratch];
     caps.extend(bias);
-    let item = &mut |k: &mut Kb, p: &[Value], it: Value, slot: Value| {
+    let mut one = Items::new(k, &serial, uid, bias.is_some(), relu);
+    if par.tr == serial.tr {
+        let tasks = serial.tasks();
+        parallel::two_or(k, tasks, &mut |k, tasks| {
+            parallel::parallel_items(k, serial.items(), tasks, &caps, &mut |k, p, it, slot| {
+                one.emit(k, p, it, slot)
+            })
+        });
+        return;
+    }
+    // Tasks take the finer chunking (see `par_rows`); no threads: the serial one.
+    let mut many = Items::new(k, &par, uid, bias.is_some(), relu);
+    let tasks = par.tasks();
+    parallel::two_or(k, tasks, &mut |k, tasks| {
+        parallel::parallel_items_or(
+            k,
+            par.items(),
+            tasks,
+            &caps,
+            &mut |k, p, it, slot| many.emit(k, p, it, slot),
+            Some(&mut |k: &mut Kb| {
+                let zero = k.iconst(0);
+                k.for_range(0, serial.items() as i64, 1, |k, it| {
+                    one.emit(k, &caps, it, zero)
+                });
+            }),
+        )
+    });
+}
+
+/// The (image, chunk) items of one chunking, with its transform functions.
+struct Items<'w> {
+    w: &'w Wino<'w>,
+    fin: Vec<(conv::AsmFn, Vec<usize>)>,
+    fout: Vec<(conv::AsmFn, Vec<usize>)>,
+    /// The transformed weights' data object.
+    u: cranelift_module::DataId,
+    has_bias: bool,
+}
+
+impl<'w> Items<'w> {
+    fn new(
+        k: &mut Kb,
+        w: &'w Wino<'w>,
+        u: cranelift_module::DataId,
+        has_bias: bool,
+        relu: bool,
+    ) -> Self {
+        // Chunks with equal transform specs share one pair of functions;
+        // the largest group is the fallthrough of the dispatch.
+        let mut groups: Vec<((xw::WinoIn, xw::WinoOut), Vec<usize>)> = Vec::new();
+        for ch in 0..w.chunks() {
+            let key = w.specs(ch, has_bias, relu);
+            match groups.iter_mut().find(|e| e.0 == key) {
+                Some(e) => e.1.push(ch),
+                None => groups.push((key, vec![ch])),
+            }
+        }
+        groups.sort_by_key(|e| std::cmp::Reverse(e.1.len()));
+        let mut fin = Vec::new();
+        let mut fout = Vec::new();
+        for ((si, so), chunks) in &groups {
+            let be = k.asm().expect("checked: AVX-512 backend");
+            let f = be
+                .func(&format!("wino-in {si:?}"), &mut |_| xw::assemble_in(si))
+                .expect("winograd input transform assembles");
+            fin.push((f, chunks.clone()));
+            let f = be
+                .func(&format!("wino-out {so:?}"), &mut |_| xw::assemble_out(so))
+                .expect("winograd output transform assembles");
+            fout.push((f, chunks.clone()));
+        }
+        Items {
+            w,
+            fin,
+            fout,
+            u,
+            has_bias,
+        }
+    }
+
+    /// Item `it` (image · chunks + chunk); `p` = [x, y, scratch, bias?];
+    /// its scratch is slot `slot`.
+    fn emit(&mut self, k: &mut Kb, p: &[Value], it: Value, slot: Value) {
+        let (w, g) = (self.w, self.w.g);
+        let (m, c) = (g.m, g.c);
         let (x, y, s) = (p[0], p[1], p[2]);
-        let bias = bias.map(|_| p[3]);
+        let bias = self.has_bias.then(|| p[3]);
+        let chunks = w.chunks();
         let (img, ch) = if chunks == 1 {
             (it, k.iconst(0))
         } else {
             let img = k.b.ins().udiv_imm_u(it, chunks as i64);
             (img, k.b.ins_urem(it, chunks as i64))
         };
+        let (row_out, plane_out) = match &g.pool {
+            Some(p) => (p.ow, p.oh * p.ow),
+            None => (2 * g.ow, g.oh * g.ow),
+        };
         let x = k.index(x, img, (4 * c * g.h * g.w) as i64);
         // x at input row 2·ty0 − pad (rows outside the image are never read)
-        let x = k.index(x, ch, (8 * wino.tr * g.w) as i64);
+        let x = k.index(x, ch, (8 * w.tr * g.w) as i64);
         let x = k.offset(x, -4 * (g.pad[0] * g.w) as i64);
         let y = k.index(y, img, (4 * m * plane_out) as i64);
-        let y = k.index(y, ch, (4 * wino.tr * ow_out) as i64);
-        let v = k.index(s, slot, slot_bytes);
-        let mm = k.offset(v, v_bytes);
+        let y = k.index(y, ch, (4 * w.tr * row_out) as i64);
+        let (v_stride, m_stride) = (plane_stride(w.np, c), plane_stride(w.np, m));
+        let v = k.index(s, slot, w.slot_bytes() as i64);
+        let mm = k.offset(v, (4 * 16 * v_stride) as i64);
         let zero = k.iconst(0);
-        conv::dispatch(k, &fin, ch, &[x, v, zero, zero]);
-        let gv = x86::backend::import_data(k.b.func, uid);
+        conv::dispatch(k, &self.fin, ch, &[x, v, zero, zero]);
+        let gv = x86::backend::import_data(k.b.func, self.u);
         let u = k.b.ins().symbol_value(PTR, gv);
+        let spec = w.spec();
         for xi in 0..16 {
             let a = k.offset(u, (4 * xi * m * c) as i64);
             let b = k.offset(v, (4 * xi * v_stride) as i64);
@@ -348,10 +435,6 @@ pub fn emit(
             gemm::emit_packed_b(k, &spec, a, b, cc, None);
         }
         let bias = bias.unwrap_or(zero);
-        conv::dispatch(k, &fout, ch, &[mm, y, bias, zero]);
-    };
-    let tasks = wino.tasks();
-    parallel::two_or(k, tasks, &mut |k, tasks| {
-        parallel::parallel_items(k, wino.items(), tasks, &caps, item)
-    });
+        conv::dispatch(k, &self.fout, ch, &[mm, y, bias, zero]);
+    }
 }
