@@ -283,6 +283,37 @@ mod tests {
         assert_eq!(prefix_from_stem("3d"), "_3d");
     }
 
+    /// A weight read only pre-packed (a constant GEMM operand on the
+    /// assembled kernels) is embedded once, not also raw: the object is
+    /// smaller than twice the weight; without assembled kernels the GEMM
+    /// reads the raw weight, which must then be there.
+    #[test]
+    fn prepacked_weights_are_embedded_once() {
+        use crate::codegen::target;
+        use crate::ir::{DType, Graph, Op, Tensor, TensorType};
+        let mut g = Graph::new("t");
+        let ty = TensorType {
+            dtype: DType::F32,
+            shape: vec![64, 512],
+        };
+        let x = g.add_input("x", ty);
+        let (k, n) = (512, 1024);
+        let data: Vec<f32> = (0..k * n).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect();
+        let w = g.add_const("w", Tensor::f32(vec![k, n], data).unwrap());
+        let y = g.add_op("y", Op::MatMul, &[x, w]).unwrap();
+        g.add_output("y", y);
+        let (pg, plan) = crate::pipeline::prepare(g).unwrap();
+        let t = target::build(&target::host_triple(), target::Cpu::Native, true).unwrap();
+        let asm = t.gemm_level.is_some();
+        let obj = object(&pg, &plan, "t", t).unwrap();
+        let wbytes = 4 * k * n;
+        if asm {
+            assert!(obj.len() < wbytes * 3 / 2, "{} bytes", obj.len());
+        } else {
+            assert!(obj.len() >= wbytes, "{} bytes", obj.len());
+        }
+    }
+
     #[test]
     fn abi_block_is_guarded() {
         let t = abi_types();

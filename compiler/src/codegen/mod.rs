@@ -85,26 +85,9 @@ pub fn define_model<M: Module>(
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = m.make_context();
 
-    // Weights.
-    let mut weight_ids = Vec::new();
-    for (i, &v) in plan.weights.iter().enumerate() {
-        let t = g.as_const(v).expect("weights are constants");
-        let mut bytes = t.to_le_bytes();
-        if bytes.is_empty() {
-            bytes.push(0);
-        }
-        let id = m
-            .declare_data(&format!("{prefix}__w{i}"), Linkage::Local, false, false)
-            .map_err(merr)?;
-        let mut d = DataDescription::new();
-        d.define(bytes.into_boxed_slice());
-        d.set_align(ALIGN as u64);
-        m.define_data(id, &d).map_err(merr)?;
-        weight_ids.push(id);
-    }
-
-    // Kernels.
+    // Kernels, noting which of their pointer parameters they read.
     let mut kernel_ids = Vec::new();
+    let mut params_used: Vec<Vec<bool>> = Vec::new();
     let tcfg = m.target_config();
     let mut asm_state = x86::backend::AsmState::default();
     let mut task_count = 0usize;
@@ -174,9 +157,36 @@ pub fn define_model<M: Module>(
         if std::env::var_os("NNC_DUMP_CLIF").is_some() {
             eprintln!("{}", ctx.func.display());
         }
+        params_used.push(used_params(&ctx.func));
         m.define_function(fid, &mut ctx).map_err(merr)?;
         m.clear_context(&mut ctx);
         kernel_ids.push(fid);
+    }
+
+    // Weights: only those a kernel reads. A kernel that reads a weight
+    // pre-packed or transformed at compile time (constant GEMM operands,
+    // Winograd filters) has its own copy, and the raw tensor would only
+    // double the library's size.
+    let needed = needed_weights(g, plan, &params_used);
+    let mut weight_ids = Vec::new();
+    for (i, &v) in plan.weights.iter().enumerate() {
+        if !needed[i] {
+            weight_ids.push(None);
+            continue;
+        }
+        let t = g.as_const(v).expect("weights are constants");
+        let mut bytes = t.to_le_bytes();
+        if bytes.is_empty() {
+            bytes.push(0);
+        }
+        let id = m
+            .declare_data(&format!("{prefix}__w{i}"), Linkage::Local, false, false)
+            .map_err(merr)?;
+        let mut d = DataDescription::new();
+        d.define(bytes.into_boxed_slice());
+        d.set_align(ALIGN as u64);
+        m.define_data(id, &d).map_err(merr)?;
+        weight_ids.push(Some(id));
     }
 
     // libc allocation for callers that pass no workspace.
@@ -212,6 +222,7 @@ pub fn define_model<M: Module>(
         plan,
         &weight_ids,
         &kernel_ids,
+        &params_used,
         alloc,
         free,
     )?;
@@ -238,14 +249,15 @@ fn build_run<M: Module>(
     fctx: &mut FunctionBuilderContext,
     g: &Graph,
     plan: &Plan,
-    weights: &[DataId],
+    weights: &[Option<DataId>],
     kernels: &[FuncId],
+    params_used: &[Vec<bool>],
     alloc: FuncId,
     free: FuncId,
 ) -> Result<(), CodegenError> {
     let wrefs: Vec<_> = weights
         .iter()
-        .map(|&w| m.declare_data_in_func(w, &mut ctx.func))
+        .map(|w| w.map(|w| m.declare_data_in_func(w, &mut ctx.func)))
         .collect();
     let krefs: Vec<_> = kernels
         .iter()
@@ -326,7 +338,11 @@ fn build_run<M: Module>(
         match loc {
             Loc::Input(i) => in_ptrs[i],
             Loc::Output(i) => out_ptrs[i],
-            Loc::Weight(i) => b.ins().symbol_value(PTR, wrefs[i]),
+            // Not embedded: no kernel reads it (see `needed_weights`).
+            Loc::Weight(i) => match wrefs[i] {
+                Some(w) => b.ins().symbol_value(PTR, w),
+                None => b.ins().iconst(PTR, 0),
+            },
             Loc::Work(off) => b.ins().iadd_imm_s(ws, off as i64),
         }
     };
@@ -345,7 +361,12 @@ fn build_run<M: Module>(
             }
             Step::Copy { src, output } => vec![ptr_of(&mut b, plan.loc(*src)), out_ptrs[*output]],
         };
-        let mut args = args;
+        // Unread parameters get NULL (their weight may not be embedded).
+        let mut args: Vec<Value> = args
+            .into_iter()
+            .zip(&params_used[si])
+            .map(|(v, &used)| if used { v } else { b.ins().iconst(PTR, 0) })
+            .collect();
         args.push(threads);
         let call = b.ins().call(krefs[si], &args);
         let st = b.inst_results(call)[0];
@@ -380,6 +401,47 @@ fn build_run<M: Module>(
     b.ins().return_(&[fst]);
     b.finalize(m.target_config());
     Ok(())
+}
+
+/// Which entry-block parameters of `f` any instruction reads (the last,
+/// `threads`, included).
+fn used_params(f: &cranelift_codegen::ir::Function) -> Vec<bool> {
+    let Some(entry) = f.layout.entry_block() else {
+        return Vec::new();
+    };
+    let params = f.dfg.block_params(entry);
+    let mut used = vec![false; params.len()];
+    for block in f.layout.blocks() {
+        for inst in f.layout.block_insts(block) {
+            for v in f.dfg.inst_values(inst) {
+                let v = f.dfg.resolve_aliases(v);
+                if let Some(i) = params.iter().position(|&p| p == v) {
+                    used[i] = true;
+                }
+            }
+        }
+    }
+    used
+}
+
+/// Weights some kernel reads through its parameters.
+fn needed_weights(g: &Graph, plan: &Plan, params_used: &[Vec<bool>]) -> Vec<bool> {
+    let mut needed = vec![false; plan.weights.len()];
+    for (step, used) in plan.steps.iter().zip(params_used) {
+        let srcs: Vec<crate::ir::ValueId> = match step {
+            Step::Kernel { value, .. } => match &g.value(*value).kind {
+                ValueKind::Op { args, .. } => args.clone(),
+                _ => unreachable!(),
+            },
+            Step::Copy { src, .. } => vec![*src],
+        };
+        for (j, a) in srcs.into_iter().enumerate() {
+            if let Loc::Weight(i) = plan.loc(a) {
+                needed[i] |= used.get(j).copied().unwrap_or(true);
+            }
+        }
+    }
+    needed
 }
 
 /// The nnc_model_info struct and what it points to, as relocated data.
