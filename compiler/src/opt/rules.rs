@@ -519,7 +519,12 @@ fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
         algos.push(ConvAlgo::Depthwise);
     }
     let w_const = eg[v(s, "?w")].data.value.is_some();
-    if eg.analysis.winograd && w_const && winograd_window(&window, group) && rank == 4 {
+    if eg.analysis.winograd
+        && w_const
+        && winograd_window(&window, group)
+        && rank == 4
+        && winograd_sized(&x.shape, &out.shape)
+    {
         let (th, tw) = crate::codegen::winograd::tile_grid(oh, ow, None);
         for tile_rows in winograd_rows(th, tw, wt.shape[0], wt.shape[1], l2) {
             algos.push(ConvAlgo::Winograd { tile_rows });
@@ -561,6 +566,13 @@ fn winograd_window(w: &crate::ir::Window, group: usize) -> bool {
     group == 1 && w.kernel == [3, 3] && w.strides == [1, 1] && w.dilations == [1, 1]
 }
 
+/// The transform kernels address one image's input and output with 32-bit
+/// displacements: planes and channel blocks must stay well below 2 GiB.
+fn winograd_sized(x: &[usize], y: &[usize]) -> bool {
+    let bytes = |s: &[usize]| 4 * s[1..].iter().product::<usize>();
+    bytes(x) < 1 << 30 && bytes(y) < 1 << 30
+}
+
 /// Winograd tile-row chunkings of a `th × tw` tile grid: all rows, and the
 /// most whose scratch (transformed input and products) fits about L2/2 and
 /// L2/8.
@@ -572,9 +584,10 @@ fn winograd_rows(th: usize, tw: usize, m: usize, c: usize, l2: usize) -> Vec<usi
             .find(|&r| th.is_multiple_of(r) && slot_bytes(r * tw, m, c) <= budget)
             .unwrap_or(1)
     };
-    let mut rows = vec![th.max(1)];
-    for r in [fit(l2 / 2), fit(l2 / 8)] {
-        if !rows.contains(&r) {
+    let mut rows: Vec<usize> = Vec::new();
+    for r in [th.max(1), fit(l2 / 2), fit(l2 / 8)] {
+        // (The transforms address a chunk's scratch with 32-bit displacements.)
+        if !rows.contains(&r) && slot_bytes(r * tw, m, c) < 1 << 30 {
             rows.push(r);
         }
     }
