@@ -17,8 +17,10 @@
 //!
 //! `V` and `M` of one chunk stay in L2 (the optimizer sizes `tile_rows`);
 //! chunks are independent items for the thread pool, each task with its
-//! own scratch slot. AVX-512 only: the optimizer offers the algorithm only
-//! for targets whose cost model says so ([`crate::opt::cost::Machine`]).
+//! own scratch slot. Targets without the AVX-512 kernels take the
+//! portable path ([`portable`]: Cranelift f32x4 transforms around ordinary
+//! GEMMs); the optimizer offers the algorithm where the target's cost
+//! model says so ([`crate::opt::cost::Machine`]).
 
 use super::conv::{self, ConvGeom};
 use super::gemm::{self, GemmSpec, Strides};

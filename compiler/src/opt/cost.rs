@@ -20,7 +20,8 @@ pub struct Machine {
     pub l2_gbs: f64,
     pub dram_gbs: f64,
     pub cores: usize,
-    /// The backend has Winograd F(2,3) conv kernels (AVX-512 transforms).
+    /// The optimizer offers Winograd F(2,3) convs (assembled transforms on
+    /// AVX-512, the portable f32x4 ones elsewhere).
     pub winograd: bool,
 }
 
