@@ -1,6 +1,7 @@
 //! In-memory compilation with cranelift-jit: the same `define_model` as the
 //! AOT path, so JIT and .so results agree bit for bit.
 
+use crate::codegen::x86::Level;
 use crate::codegen::{self, target};
 use crate::ir::Graph;
 use crate::lower::Plan;
@@ -42,9 +43,21 @@ pub struct JitModel {
 
 impl JitModel {
     pub fn compile(g: &Graph, plan: &Plan) -> Result<JitModel, String> {
+        JitModel::compile_capped(g, plan, Some(Level::Avx512))
+    }
+
+    /// [`JitModel::compile`] with the assembled x86-64 kernels capped at
+    /// `cap` (None: none at all, Cranelift code only, as on targets
+    /// without them): tests of the portable paths on any host, without
+    /// the process-global `NNC_ASM_GEMM`.
+    pub fn compile_capped(g: &Graph, plan: &Plan, cap: Option<Level>) -> Result<JitModel, String> {
         let t = target::build(&target::host_triple(), target::Cpu::Native, false)?;
         let has_fma = t.has_fma;
-        let gemm_level = t.gemm_level;
+        let gemm_level = match (t.gemm_level, cap) {
+            (Some(Level::Avx512), Some(Level::Avx2Fma)) => Some(Level::Avx2Fma),
+            (l, Some(_)) => l,
+            (_, None) => None,
+        };
         let mut builder = JITBuilder::with_isa(t.isa, cranelift_module::default_libcall_names());
         #[cfg(target_os = "linux")]
         builder.memory_provider(Box::new(huge::Provider::new()));

@@ -13,6 +13,7 @@
 //! writes are caught. Tolerances are the constants and `*_tol` functions
 //! below, each with the reason for its size.
 
+use nnc_compiler::codegen::x86::Level;
 use nnc_compiler::ir::{
     eval, BinaryOp, DType, F32Bits, Graph, Op, PadMode, PoolKind, ReduceOp, SliceDim, Tensor,
     TensorData, TensorType, UnaryOp, ValueId, Window,
@@ -309,6 +310,11 @@ struct Ran {
 
 /// prepare → JIT compile → run with sentinel-filled output buffers.
 fn run_jit(g: &Graph, inputs: &[Tensor]) -> Result<Ran, String> {
+    run_jit_capped(g, inputs, Some(Level::Avx512))
+}
+
+/// [`run_jit`] with the assembled kernels capped at `cap` (None: none).
+fn run_jit_capped(g: &Graph, inputs: &[Tensor], cap: Option<Level>) -> Result<Ran, String> {
     let (pg, plan) = pipeline::prepare(g.clone()).map_err(|e| format!("prepare: {e}"))?;
     for (i, (&id, t)) in pg.inputs.iter().zip(inputs).enumerate() {
         if *pg.ty(id) != t.ty() {
@@ -319,7 +325,7 @@ fn run_jit(g: &Graph, inputs: &[Tensor]) -> Result<Ran, String> {
             ));
         }
     }
-    let model = JitModel::compile(&pg, &plan).map_err(|e| format!("compile: {e}"))?;
+    let model = JitModel::compile_capped(&pg, &plan, cap).map_err(|e| format!("compile: {e}"))?;
     let ins: Vec<Buf> = inputs
         .iter()
         .map(|t| Buf::from_bytes(&t.to_le_bytes()))
@@ -420,6 +426,8 @@ struct Checker {
     cases: usize,
     failures: Vec<String>,
     start: Instant,
+    /// Cap on the assembled kernels (see [`run_jit_capped`]).
+    cap: Option<Level>,
 }
 
 impl Checker {
@@ -429,7 +437,14 @@ impl Checker {
             cases: 0,
             failures: Vec::new(),
             start: Instant::now(),
+            cap: Some(Level::Avx512),
         }
+    }
+
+    /// Compiles with the assembled kernels capped at `cap`.
+    fn capped(mut self, cap: Option<Level>) -> Checker {
+        self.cap = cap;
+        self
     }
 
     fn fail(&mut self, name: &str, msg: String) {
@@ -446,7 +461,7 @@ impl Checker {
                 return None;
             }
         };
-        let ran = match run_jit(g, inputs) {
+        let ran = match run_jit_capped(g, inputs, self.cap) {
             Ok(r) => r,
             Err(e) => {
                 self.fail(name, e);
@@ -2349,12 +2364,28 @@ fn conv_transposed_residual() {
 /// intermediate values grow up to ~4× the inputs).
 #[test]
 fn conv_winograd() {
-    use nnc_compiler::ir::ConvAlgo;
     if !std::arch::is_x86_feature_detected!("avx512f") {
         eprintln!("conv_winograd: skipped (no AVX-512 on this host)");
         return;
     }
-    let mut ck = Checker::new("conv winograd");
+    conv_winograd_cases(Checker::new("conv winograd"));
+}
+
+/// The portable Winograd path (f32x4 Cranelift transforms around ordinary
+/// GEMMs: what AArch64 and x86-64 below AVX-512 run), on any host: with no
+/// assembled kernels (the Cranelift GEMM), and with the AVX2 ones.
+#[test]
+fn conv_winograd_portable() {
+    conv_winograd_cases(Checker::new("conv winograd portable").capped(None));
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        conv_winograd_cases(
+            Checker::new("conv winograd portable avx2").capped(Some(Level::Avx2Fma)),
+        );
+    }
+}
+
+fn conv_winograd_cases(mut ck: Checker) {
+    use nnc_compiler::ir::ConvAlgo;
     let mut rng = Rng::new(37);
     #[allow(clippy::type_complexity)]
     #[rustfmt::skip]
@@ -2368,6 +2399,10 @@ fn conv_winograd() {
         (vec![1, 64, 14, 14], vec![64, 64, 3, 3], [1, 1, 1, 1], vec![7, 1]),
         (vec![1, 33, 7, 7], vec![40, 33, 3, 3], [1, 1, 1, 1], vec![4, 2]),
         (vec![3, 1, 6, 35], vec![4, 1, 3, 3], [1, 1, 1, 1], vec![3]),
+        // 1-wide and 3-wide outputs, odd heights, a 2-wide pad
+        (vec![2, 4, 5, 3], vec![3, 4, 3, 3], [1, 1, 1, 1], vec![3, 1]),
+        (vec![1, 2, 3, 3], vec![6, 2, 3, 3], [0, 0, 0, 0], vec![1]),
+        (vec![1, 7, 11, 9], vec![9, 7, 3, 3], [2, 0, 1, 2], vec![6, 2]),
     ];
     for (xs, ws, pads, chunkings) in cases {
         let window = win(&[3, 3], &[1, 1], &[1, 1], &pads, false);

@@ -6,6 +6,7 @@
 //! must match the reference evaluator (the serial path of a split kernel is
 //! new code too).
 
+use nnc_compiler::codegen::x86::Level;
 use nnc_compiler::ir::{
     eval, BinaryOp, ConvAlgo, F32Bits, Graph, Op, PadMode, PoolKind, ReduceOp, Tensor, TensorData,
     UnaryOp, Window,
@@ -102,6 +103,19 @@ fn check(
     args: Vec<Arg>,
     terms: usize,
 ) {
+    check_capped(pools, failures, name, op, args, terms, Some(Level::Avx512))
+}
+
+/// [`check`] with the assembled kernels capped at `cap` (None: none).
+fn check_capped(
+    pools: &[ThreadPool],
+    failures: &mut Vec<String>,
+    name: &str,
+    op: Op,
+    args: Vec<Arg>,
+    terms: usize,
+    cap: Option<Level>,
+) {
     let mut g = Graph::new("t");
     let mut ids = Vec::new();
     let mut inputs = Vec::new();
@@ -120,7 +134,8 @@ fn check(
     g.add_output("y", y);
     let want = eval::eval_graph(&g, &inputs).unwrap_or_else(|e| panic!("{name}: reference: {e}"));
     let (pg, plan) = pipeline::prepare(g).unwrap_or_else(|e| panic!("{name}: prepare: {e}"));
-    let model = JitModel::compile(&pg, &plan).unwrap_or_else(|e| panic!("{name}: compile: {e}"));
+    let model = JitModel::compile_capped(&pg, &plan, cap)
+        .unwrap_or_else(|e| panic!("{name}: compile: {e}"));
     if model.task_functions == 0 {
         failures.push(format!("{name}: did not split (no task function)"));
     }
@@ -529,14 +544,31 @@ fn kernels_split_over_threads_bit_identically() {
         );
     }
 
-    // Winograd (AVX-512 only): 7 chunk items of 4 tile rows, one chunk
-    // (its 16 GEMMs split instead), a fused residual, a fused pool over a
-    // batch. Tolerance: 4× the C·9-term accumulation (the transforms).
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    // Winograd: 7 chunk items of 4 tile rows, one chunk (its 16 GEMMs
+    // split instead), a fused residual, a fused pool over a batch; on the
+    // AVX-512 path, and on the portable one (Cranelift transforms) with
+    // the Cranelift GEMM and with the AVX2 kernels. Tolerance: 4× the
+    // C·9-term accumulation (the transforms).
+    let x86 = |f: &str| match f {
+        "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+        _ => {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
+    };
+    let mut caps = vec![(None, "portable")];
+    if x86("avx2") {
+        caps.push((Some(Level::Avx2Fma), "portable avx2"));
+    }
+    if x86("avx512f") {
+        caps.push((Some(Level::Avx512), "avx512"));
+    }
+    for (cap, path) in caps {
         for (xs, ws, tile_rows, residual, pool) in [
             ([1, 64, 56, 56], [64, 64, 3, 3], 4, false, false),
             ([1, 128, 14, 14], [128, 128, 3, 3], 7, true, false),
             ([4, 32, 13, 13], [64, 32, 3, 3], 5, false, true),
+            ([3, 16, 15, 21], [24, 16, 3, 3], 4, true, false),
         ] {
             let pads = if pool { [0; 4] } else { [1; 4] };
             let mut args = vec![
@@ -547,10 +579,10 @@ fn kernels_split_over_threads_bit_identically() {
             if residual {
                 args.push(Arg::In(rng.tensor(&[xs[0], ws[0], xs[2], xs[3]])));
             }
-            check(
+            check_capped(
                 &pools,
                 f,
-                &format!("conv winograd x{xs:?} rows {tile_rows} residual {residual} pool {pool}"),
+                &format!("conv winograd ({path}) x{xs:?} rows {tile_rows} residual {residual} pool {pool}"),
                 Op::ConvImpl {
                     window: win(&[3, 3], &[1, 1], &pads),
                     group: 1,
@@ -560,6 +592,7 @@ fn kernels_split_over_threads_bit_identically() {
                 },
                 args,
                 4 * ws[1] * 9,
+                cap,
             );
         }
     }

@@ -5,8 +5,8 @@
 use super::parallel::Env;
 use super::x86::backend::GemmBackend;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64, I8X16};
+use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 /// The vector type every kernel uses: 128-bit is what Cranelift lowers on
@@ -282,6 +282,22 @@ impl<'a> Kb<'a> {
         let ty = self.b.func.dfg.value_type(x);
         let to = if ty == I32 { F32 } else { VF };
         self.b.ins().bitcast(to, MemFlagsData::new(), x)
+    }
+
+    /// Lanes `idx` of two f32x4 vectors (0..4 from `a`, 4..8 from `b`):
+    /// a byte shuffle, which x86-64 lowers to `shufps`/`unpck*ps` and
+    /// AArch64 to `uzp`/`zip`/`tbl`.
+    pub fn shuffle4(&mut self, a: Value, b: Value, idx: [u8; 4]) -> Value {
+        let le = MemFlagsData::new().with_endianness(Endianness::Little);
+        let ai = self.b.ins().bitcast(I8X16, le, a);
+        let bi = self.b.ins().bitcast(I8X16, le, b);
+        let bytes: Vec<u8> = idx
+            .iter()
+            .flat_map(|&l| (0..4).map(move |j| 4 * l + j))
+            .collect();
+        let imm = self.b.func.dfg.immediates.push(ConstantData::from(bytes));
+        let r = self.b.ins().shuffle(ai, bi, imm);
+        self.b.ins().bitcast(VF, le, r)
     }
 
     pub fn ty(&self, v: Value) -> Type {

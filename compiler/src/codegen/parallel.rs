@@ -35,7 +35,7 @@ use cranelift_codegen::ir::{
     AbiParam, InstBuilder, Signature, StackSlotData, StackSlotKind, Type, UserFuncName, Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_module::{DataId, FuncId, Linkage, Module};
 
 /// Most tasks one kernel splits into (enough to balance up to ~8 threads).
 pub const MAX_TASKS: usize = 16;
@@ -60,6 +60,9 @@ pub trait Env {
         has_fma: bool,
         build: &mut dyn FnMut(&mut Kb, Value, Value),
     ) -> Option<(FuncId, Signature)>;
+    /// Read-only, 64-byte aligned data object `key` (any target), made by
+    /// `make` on first use.
+    fn data(&mut self, key: &str, make: &mut dyn FnMut() -> Vec<u8>) -> Option<DataId>;
 }
 
 /// [`Env`] over a `cranelift_module::Module` (object file or JIT).
@@ -117,6 +120,11 @@ impl<M: Module> ModuleEnv<'_, M> {
 }
 
 impl<M: Module> Env for ModuleEnv<'_, M> {
+    fn data(&mut self, key: &str, make: &mut dyn FnMut() -> Vec<u8>) -> Option<DataId> {
+        // The backend's data objects need no assembled level.
+        self.be.data(key, make)
+    }
+
     fn gemm(&mut self) -> Option<&mut dyn GemmBackend> {
         if self.be.level.is_some() {
             Some(&mut self.be)

@@ -17,8 +17,10 @@
 //!
 //! `V` and `M` of one chunk stay in L2 (the optimizer sizes `tile_rows`);
 //! chunks are independent items for the thread pool, each task with its
-//! own scratch slot. AVX-512 only: the optimizer offers the algorithm only
-//! for targets whose cost model says so ([`crate::opt::cost::Machine`]).
+//! own scratch slot. Targets without the AVX-512 kernels take the
+//! portable path ([`portable`]: Cranelift f32x4 transforms around ordinary
+//! GEMMs); the optimizer offers the algorithm where the target's cost
+//! model says so ([`crate::opt::cost::Machine`]).
 
 use super::conv::{self, ConvGeom};
 use super::gemm::{self, GemmSpec, Strides};
@@ -93,6 +95,27 @@ pub fn slot_bytes(tiles: usize, m: usize, c: usize) -> usize {
     4 * 16 * (plane_stride(np, c) + plane_stride(np, m))
 }
 
+/// GEMM columns of a portable-path chunk of `tr` tile rows of `tw` tiles:
+/// each tile row padded to whole f32x4 groups (the transforms work on 4
+/// tiles of a row at a time; padding columns hold finite values).
+pub fn portable_cols(tr: usize, tw: usize) -> usize {
+    tr.max(1) * tw.max(1).next_multiple_of(4)
+}
+
+/// Floats per row of the portable input transform's zero-padded copy of
+/// the input rows (tile `tx` reads copy columns `2tx..2tx+4`; the last
+/// group's loads reach `2·twp + 2`).
+fn copy_width(tw: usize) -> usize {
+    2 * tw.max(1).next_multiple_of(4) + 4
+}
+
+/// Scratch bytes of one portable-path chunk (`V`, `M`, then the
+/// zero-padded copy of one channel's `2·tr + 2` input rows).
+pub fn portable_slot_bytes(tr: usize, tw: usize, m: usize, c: usize) -> usize {
+    let np = portable_cols(tr, tw);
+    4 * (16 * (plane_stride(np, c) + plane_stride(np, m)) + (2 * tr + 2) * copy_width(tw))
+}
+
 /// The tile-row count actually used: a divisor of `th`, at most `want`.
 pub fn sanitize_rows(th: usize, want: usize) -> usize {
     (1..=want.clamp(1, th.max(1)))
@@ -104,6 +127,9 @@ pub fn sanitize_rows(th: usize, want: usize) -> usize {
 /// One Winograd conv: geometry and chunking.
 pub struct Wino<'g> {
     g: &'g ConvGeom,
+    /// The portable path (Cranelift transforms, row-major `V`/`M`, ordinary
+    /// GEMMs) rather than the AVX-512 one.
+    portable: bool,
     th: usize,
     tw: usize,
     tr: usize,
@@ -112,14 +138,25 @@ pub struct Wino<'g> {
 }
 
 impl<'g> Wino<'g> {
+    /// The AVX-512 path's geometry.
     pub fn new(g: &'g ConvGeom, tile_rows: usize) -> Self {
+        Wino::on_path(g, tile_rows, false)
+    }
+
+    /// The geometry of the AVX-512 (`portable` false) or the portable path.
+    pub fn on_path(g: &'g ConvGeom, tile_rows: usize, portable: bool) -> Self {
         let pooled = g.pool.as_ref().map(|p| (p.oh, p.ow));
         let (th, tw) = tile_grid(g.oh, g.ow, pooled);
         let tr = sanitize_rows(th, tile_rows);
-        let nr = panel_cols(g.m, g.c);
-        let np = padded_cols(tr * tw, g.m, g.c);
+        let nr = if portable { 4 } else { panel_cols(g.m, g.c) };
+        let np = if portable {
+            portable_cols(tr, tw)
+        } else {
+            padded_cols(tr * tw, g.m, g.c)
+        };
         Wino {
             g,
+            portable,
             th,
             tw,
             tr,
@@ -137,7 +174,20 @@ impl<'g> Wino<'g> {
     }
 
     fn slot_bytes(&self) -> usize {
-        slot_bytes(self.tr * self.tw, self.g.m, self.g.c)
+        if self.portable {
+            portable_slot_bytes(self.tr, self.tw, self.g.m, self.g.c)
+        } else {
+            slot_bytes(self.tr * self.tw, self.g.m, self.g.c)
+        }
+    }
+
+    /// GEMM columns of a chunk of `tr` tile rows on this path.
+    fn cols(&self, tr: usize) -> usize {
+        if self.portable {
+            portable_cols(tr, self.tw)
+        } else {
+            padded_cols(tr * self.tw, self.g.m, self.g.c)
+        }
     }
 
     /// Parallel tasks over the (image, chunk) items; 1 when there are too
@@ -163,9 +213,7 @@ impl<'g> Wino<'g> {
         if items.is_multiple_of(2) || items >= 16 {
             return self.tr;
         }
-        let waste = |tr: usize| {
-            padded_cols(tr * self.tw, self.g.m, self.g.c) as f64 / (tr * self.tw) as f64
-        };
+        let waste = |tr: usize| self.cols(tr) as f64 / (tr * self.tw) as f64;
         (1..self.tr)
             .rev()
             .find(|&r| {
@@ -176,11 +224,18 @@ impl<'g> Wino<'g> {
             .unwrap_or(self.tr)
     }
 
-    /// Scratch for all slots (what the planner allocates): one serial
-    /// chunk, or one per task of the parallel chunking.
-    pub fn total_scratch_bytes(&self) -> usize {
-        let par = Wino::new(self.g, self.par_rows());
+    /// Scratch for all slots on this path: one serial chunk, or one per
+    /// task of the parallel chunking.
+    fn path_scratch_bytes(&self) -> usize {
+        let par = Wino::on_path(self.g, self.par_rows(), self.portable);
         self.slot_bytes().max(par.slot_bytes() * par.tasks().max(1))
+    }
+
+    /// Scratch for all slots (what the planner allocates): enough for
+    /// either path, as the planner does not know the target's kernels.
+    pub fn total_scratch_bytes(&self) -> usize {
+        let other = Wino::on_path(self.g, self.tr, !self.portable);
+        self.path_scratch_bytes().max(other.path_scratch_bytes())
     }
 
     fn spec(&self) -> GemmSpec {
@@ -292,25 +347,11 @@ pub fn emit(
     relu: bool,
 ) {
     let level = k.asm().map(|be| be.level());
-    assert_eq!(
-        level,
-        Some(x86::Level::Avx512),
-        "winograd conv chosen for a target without AVX-512 kernels"
-    );
+    if level != Some(x86::Level::Avx512) {
+        return portable::emit(k, g, tile_rows, x, wc, bias, y, scratch, relu);
+    }
     let (m, c) = (g.m, g.c);
-    let ukey = format!("wino U {} {m}x{c}", wc.key);
-    let wdata = wc.data;
-    let uid = k
-        .asm()
-        .and_then(|be| {
-            be.data(&ukey, &mut || {
-                transform_weights(wdata, m, c)
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect()
-            })
-        })
-        .expect("winograd weights data object");
+    let uid = weights_data(k, wc, m, c);
     let serial = Wino::new(g, tile_rows);
     let par = Wino::new(g, serial.par_rows());
     let mut caps = vec![x, y, scratch];
@@ -343,6 +384,23 @@ pub fn emit(
             }),
         )
     });
+}
+
+/// The data object of the transformed weights (any target).
+fn weights_data(k: &mut Kb, wc: &gemm::ConstB, m: usize, c: usize) -> cranelift_module::DataId {
+    let ukey = format!("wino U {} {m}x{c}", wc.key);
+    let wdata = wc.data;
+    k.env
+        .as_deref_mut()
+        .and_then(|e| {
+            e.data(&ukey, &mut || {
+                transform_weights(wdata, m, c)
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            })
+        })
+        .expect("winograd weights data object")
 }
 
 /// The (image, chunk) items of one chunking, with its transform functions.
@@ -436,5 +494,387 @@ impl<'w> Items<'w> {
         }
         let bias = bias.unwrap_or(zero);
         conv::dispatch(k, &self.fout, ch, &[mm, y, bias, zero]);
+    }
+}
+
+/// The portable path (every target without the AVX-512 kernels): f32x4
+/// Cranelift transforms around 16 ordinary GEMMs ([`gemm::emit`]: the
+/// assembled AVX2 kernel where there is one, else Cranelift code).
+///
+/// Per chunk, `V_ξ` is row-major `[C, np]` and `M_ξ` `[M, np]` (planes
+/// [`plane_stride`] apart), column `rr·twp + tx` for tile `tx` of the
+/// chunk's tile row `rr`, rows padded to `twp` = whole groups of 4 tiles.
+/// The input transform copies one channel's `2·tr + 2` input rows into a
+/// zero-padded buffer (padding rows and columns, the last group's extra
+/// tiles: all zeros, so padding columns of `V` are finite), then turns 4
+/// tiles at a time into 16 vectors: lane `l` of the group at `tx0` needs
+/// copy columns `2(tx0 + l) + c`, the even/odd lanes of two loads.
+mod portable {
+    use super::*;
+    use crate::codegen::kb::VF;
+    use cranelift_codegen::ir::condcodes::IntCC;
+    use cranelift_codegen::ir::types::F32;
+    use cranelift_module::DataId;
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn emit(
+        k: &mut Kb,
+        g: &ConvGeom,
+        tile_rows: usize,
+        x: Value,
+        wc: &gemm::ConstB,
+        bias: Option<Value>,
+        y: Value,
+        scratch: Value,
+        relu: bool,
+    ) {
+        let u = weights_data(k, wc, g.m, g.c);
+        let serial = Wino::on_path(g, tile_rows, true);
+        let par = Wino::on_path(g, serial.par_rows(), true);
+        let mut caps = vec![x, y, scratch];
+        caps.extend(bias);
+        let has_bias = bias.is_some();
+        let one = Chunk {
+            w: &serial,
+            u,
+            has_bias,
+            relu,
+        };
+        if par.tr == serial.tr {
+            let tasks = serial.tasks();
+            parallel::two_or(k, tasks, &mut |k, tasks| {
+                parallel::parallel_items(k, serial.items(), tasks, &caps, &mut |k, p, it, slot| {
+                    one.emit(k, p, it, slot)
+                })
+            });
+            return;
+        }
+        // Tasks take the finer chunking (see `par_rows`); no threads: the serial one.
+        let many = Chunk {
+            w: &par,
+            u,
+            has_bias,
+            relu,
+        };
+        let tasks = par.tasks();
+        parallel::two_or(k, tasks, &mut |k, tasks| {
+            parallel::parallel_items_or(
+                k,
+                par.items(),
+                tasks,
+                &caps,
+                &mut |k, p, it, slot| many.emit(k, p, it, slot),
+                Some(&mut |k: &mut Kb| {
+                    let zero = k.iconst(0);
+                    k.for_range(0, serial.items() as i64, 1, |k, it| {
+                        one.emit(k, &caps, it, zero)
+                    });
+                }),
+            )
+        });
+    }
+
+    /// The items of one chunking.
+    struct Chunk<'w> {
+        w: &'w Wino<'w>,
+        u: DataId,
+        has_bias: bool,
+        relu: bool,
+    }
+
+    /// Stores zeros over floats `from..to` of `p`.
+    fn zero_fill(k: &mut Kb, p: Value, from: usize, to: usize) {
+        if to <= from {
+            return;
+        }
+        let n = to - from;
+        let q = k.offset(p, 4 * from as i64);
+        let z = k.cst(VF, 0.0);
+        let n4 = n / 4 * 4;
+        k.for_range(0, n4 as i64, 4, |k, i| k.store_at(z, q, i));
+        let zs = k.fconst(0.0);
+        for i in n4..n {
+            k.store(zs, q, 4 * i as i64);
+        }
+    }
+
+    /// `[v0 − v2, v1 + v2, v2 − v1, v1 − v3]` (Bᵀ applied along one axis).
+    fn bt(k: &mut Kb, v: [Value; 4]) -> [Value; 4] {
+        [
+            k.sub(v[0], v[2]),
+            k.add(v[1], v[2]),
+            k.sub(v[2], v[1]),
+            k.sub(v[1], v[3]),
+        ]
+    }
+
+    /// `[v0 + v1 + v2, v1 − v2 − v3]` (Aᵀ applied along one axis).
+    fn at(k: &mut Kb, v: [Value; 4]) -> [Value; 2] {
+        let s = k.add(v[0], v[1]);
+        let a = k.add(s, v[2]);
+        let d = k.sub(v[1], v[2]);
+        let b = k.sub(d, v[3]);
+        [a, b]
+    }
+
+    impl Chunk<'_> {
+        /// Item `it` (image · chunks + chunk); `p` = [x, y, scratch, bias?].
+        fn emit(&self, k: &mut Kb, p: &[Value], it: Value, slot: Value) {
+            let (w, g) = (self.w, self.w.g);
+            let (m, c) = (g.m, g.c);
+            let (x, y, s) = (p[0], p[1], p[2]);
+            let bias = self.has_bias.then(|| p[3]);
+            let chunks = w.chunks();
+            let (img, ch) = if chunks == 1 {
+                (it, k.iconst(0))
+            } else {
+                let img = k.b.ins().udiv_imm_u(it, chunks as i64);
+                (img, k.b.ins_urem(it, chunks as i64))
+            };
+            let (row_out, plane_out) = match &g.pool {
+                Some(p) => (p.ow, p.oh * p.ow),
+                None => (2 * g.ow, g.oh * g.ow),
+            };
+            let x = k.index(x, img, (4 * c * g.h * g.w) as i64);
+            let y = k.index(y, img, (4 * m * plane_out) as i64);
+            let y = k.index(y, ch, (4 * w.tr * row_out) as i64);
+            let (vs, ms) = (plane_stride(w.np, c), plane_stride(w.np, m));
+            let v = k.index(s, slot, w.slot_bytes() as i64);
+            let mm = k.offset(v, (4 * 16 * vs) as i64);
+            let buf = k.offset(mm, (4 * 16 * ms) as i64);
+            let ty0 = k.b.ins().imul_imm_s(ch, w.tr as i64);
+            self.input(k, x, ty0, v, buf);
+            let gv = x86::backend::import_data(k.b.func, self.u);
+            let u = k.b.ins().symbol_value(PTR, gv);
+            let spec = GemmSpec {
+                m,
+                n: w.np,
+                k: c,
+                a: Strides { row: c, col: 1 },
+                b_row: w.np,
+                c_row: w.np,
+                alpha: 1.0,
+                bias: None,
+                relu: false,
+            };
+            k.for_range(0, 16, 1, |k, xi| {
+                let a = k.index(u, xi, (4 * m * c) as i64);
+                let b = k.index(v, xi, (4 * vs) as i64);
+                let cc = k.index(mm, xi, (4 * ms) as i64);
+                gemm::emit(k, &spec, a, b, cc, None);
+            });
+            self.output(k, mm, y, ty0, bias);
+        }
+
+        /// `V` of the chunk whose first tile row is `ty0`; `x` is the image.
+        fn input(&self, k: &mut Kb, x: Value, ty0: Value, v: Value, buf: Value) {
+            let (w, g) = (self.w, self.w.g);
+            let twp = w.tw.next_multiple_of(4);
+            let cw = copy_width(w.tw);
+            let (pad_h, pad_w) = (g.pad[0], g.pad[1]);
+            let ih0 = k.b_ins_imul_add(ty0, 2, -(pad_h as i64));
+            let vs = plane_stride(w.np, g.c);
+            k.for_range(0, g.c as i64, 1, |k, ci| {
+                let xc = k.index(x, ci, (4 * g.h * g.w) as i64);
+                // The channel's input rows 2·ty0 − pad_h + j, zero-padded.
+                k.for_range(0, (2 * w.tr + 2) as i64, 1, |k, j| {
+                    let ih = k.b.ins().iadd(ih0, j);
+                    let ok =
+                        k.b.ins()
+                            .icmp_imm_s(IntCC::UnsignedLessThan, ih, g.h as i64);
+                    let dst = k.index(buf, j, (4 * cw) as i64);
+                    k.if_else(
+                        ok,
+                        |k| {
+                            let src = k.index(xc, ih, (4 * g.w) as i64);
+                            zero_fill(k, dst, 0, pad_w);
+                            let d = k.offset(dst, (4 * pad_w) as i64);
+                            k.for_lanes(g.w, |k, i, ty| {
+                                let e = k.load_at(ty, src, i);
+                                k.store_at(e, d, i);
+                            });
+                            zero_fill(k, dst, pad_w + g.w, cw);
+                        },
+                        |k| zero_fill(k, dst, 0, cw),
+                    );
+                });
+                let vc = k.index(v, ci, (4 * w.np) as i64);
+                k.for_range(0, w.tr as i64, 1, |k, rr| {
+                    let row = k.index(buf, rr, (8 * cw) as i64);
+                    let vrow = k.index(vc, rr, (4 * twp) as i64);
+                    k.for_range(0, twp as i64, 4, |k, tx0| {
+                        let base = k.index(row, tx0, 8);
+                        // d[r][c]: lane l = patch element (r, c) of tile tx0 + l.
+                        let mut d = [[base; 4]; 4];
+                        for (r, dr) in d.iter_mut().enumerate() {
+                            let o = (4 * r * cw) as i64;
+                            let a = k.load(VF, base, o);
+                            let b = k.load(VF, base, o + 16);
+                            let a2 = k.load(VF, base, o + 8);
+                            let b2 = k.load(VF, base, o + 24);
+                            dr[0] = k.shuffle4(a, b, [0, 2, 4, 6]);
+                            dr[1] = k.shuffle4(a, b, [1, 3, 5, 7]);
+                            dr[2] = k.shuffle4(a2, b2, [0, 2, 4, 6]);
+                            dr[3] = k.shuffle4(a2, b2, [1, 3, 5, 7]);
+                        }
+                        // T = Bᵀ·d (over rows), then V = T·B (over columns).
+                        let mut t = [[base; 4]; 4];
+                        for cc in 0..4 {
+                            let col = bt(k, [d[0][cc], d[1][cc], d[2][cc], d[3][cc]]);
+                            for a in 0..4 {
+                                t[a][cc] = col[a];
+                            }
+                        }
+                        let dst = k.index(vrow, tx0, 4);
+                        for (a, ta) in t.iter().enumerate() {
+                            let va = bt(k, *ta);
+                            for (b, &e) in va.iter().enumerate() {
+                                k.store(e, dst, (4 * (4 * a + b) * vs) as i64);
+                            }
+                        }
+                    });
+                });
+            });
+        }
+
+        /// Writes the chunk's outputs from `M` (`y` at its first row).
+        fn output(&self, k: &mut Kb, mm: Value, y: Value, ty0: Value, bias: Option<Value>) {
+            let (w, g) = (self.w, self.w.g);
+            let twp = w.tw.next_multiple_of(4);
+            let (row_out, plane) = match &g.pool {
+                Some(p) => (p.ow, p.oh * p.ow),
+                None => (2 * g.ow, g.oh * g.ow),
+            };
+            let pool = g.pool.is_some();
+            k.for_range(0, g.m as i64, 1, |k, co| {
+                let bv = bias.map(|b| k.load_at(F32, b, co));
+                let yc = k.index(y, co, (4 * plane) as i64);
+                let mc = k.index(mm, co, (4 * w.np) as i64);
+                k.for_range(0, w.tr as i64, 1, |k, rr| {
+                    let mrow = k.index(mc, rr, (4 * twp) as i64);
+                    let yrow = k.index(yc, rr, (4 * row_out) as i64);
+                    if pool || g.oh % 2 == 0 {
+                        self.row(k, mrow, yrow, bv, true);
+                    } else {
+                        // Odd height: the image's last tile row has one output row.
+                        let ty = k.b.ins().iadd(ty0, rr);
+                        let ok =
+                            k.b.ins()
+                                .icmp_imm_s(IntCC::UnsignedLessThan, ty, (g.oh / 2) as i64);
+                        k.if_else(
+                            ok,
+                            |k| self.row(k, mrow, yrow, bv, true),
+                            |k| self.row(k, mrow, yrow, bv, false),
+                        );
+                    }
+                });
+            });
+        }
+
+        /// One tile row: whole groups of 4 complete tiles, then the rest.
+        fn row(&self, k: &mut Kb, mrow: Value, yrow: Value, bv: Option<Value>, row2: bool) {
+            let (w, g) = (self.w, self.w.g);
+            let complete = if g.pool.is_some() { w.tw } else { g.ow / 2 };
+            let nfull = complete / 4 * 4;
+            k.for_range(0, nfull as i64, 4, |k, tx0| {
+                self.group(k, mrow, yrow, tx0, None, row2, bv)
+            });
+            if nfull < w.tw {
+                let count = match &g.pool {
+                    Some(_) => w.tw - nfull,
+                    None => g.ow - 2 * nfull,
+                };
+                let tx0 = k.iconst(nfull as i64);
+                self.group(k, mrow, yrow, tx0, Some(count), row2, bv);
+            }
+        }
+
+        /// Tiles `tx0..tx0 + 4` of a tile row; `count` outputs (columns, or
+        /// pooled values) when the group is the row's partial last one.
+        #[allow(clippy::too_many_arguments)]
+        fn group(
+            &self,
+            k: &mut Kb,
+            mrow: Value,
+            yrow: Value,
+            tx0: Value,
+            count: Option<usize>,
+            row2: bool,
+            bv: Option<Value>,
+        ) {
+            let (w, g) = (self.w, self.w.g);
+            let ms = plane_stride(w.np, g.m);
+            let mp = k.index(mrow, tx0, 4);
+            let mv: Vec<Value> = (0..16)
+                .map(|xi| k.load(VF, mp, (4 * xi * ms) as i64))
+                .collect();
+            // S = Aᵀ·M (over rows), then Y = S·A (over columns).
+            let mut s = [[mp; 4]; 2];
+            for b in 0..4 {
+                let col = at(k, [mv[b], mv[4 + b], mv[8 + b], mv[12 + b]]);
+                s[0][b] = col[0];
+                s[1][b] = col[1];
+            }
+            let yv = [at(k, s[0]), at(k, s[1])];
+            if g.pool.is_some() {
+                let a = k.max(yv[0][0], yv[0][1]);
+                let b = k.max(yv[1][0], yv[1][1]);
+                let mx = k.max(a, b);
+                let yp = k.index(yrow, tx0, 4);
+                self.store(k, &[mx], yp, count, bv);
+                return;
+            }
+            for (i, yi) in yv.iter().enumerate().take(if row2 { 2 } else { 1 }) {
+                let lo = k.shuffle4(yi[0], yi[1], [0, 4, 1, 5]);
+                let hi = k.shuffle4(yi[0], yi[1], [2, 6, 3, 7]);
+                let yp = k.index(yrow, tx0, 8);
+                let yp = k.offset(yp, (4 * i * g.ow) as i64);
+                self.store(k, &[lo, hi], yp, count, bv);
+            }
+        }
+
+        /// Stores the vectors `vs` (consecutive) at `p` with the epilogue;
+        /// only the first `count` floats when given.
+        fn store(
+            &self,
+            k: &mut Kb,
+            vs: &[Value],
+            p: Value,
+            count: Option<usize>,
+            bv: Option<Value>,
+        ) {
+            let n = count.unwrap_or(4 * vs.len());
+            for e in 0..n {
+                let (v, lane) = (vs[e / 4], e % 4);
+                if count.is_none() {
+                    if lane == 0 {
+                        self.fin(k, v, p, 4 * e as i64, bv);
+                    }
+                    continue;
+                }
+                let s = k.b.ins().extractlane(v, lane as u8);
+                self.fin(k, s, p, 4 * e as i64, bv);
+            }
+        }
+
+        /// Epilogue of one vector or float: the residual already in `y`,
+        /// the bias, relu; then the store.
+        fn fin(&self, k: &mut Kb, v: Value, p: Value, off: i64, bv: Option<Value>) {
+            let ty = k.ty(v);
+            let mut v = v;
+            if self.w.g.accumulate {
+                let old = k.load(ty, p, off);
+                v = k.add(old, v);
+            }
+            if let Some(b) = bv {
+                let b = if ty == VF { k.splat(b) } else { b };
+                v = k.add(v, b);
+            }
+            if self.relu {
+                let z = k.cst(ty, 0.0);
+                v = k.max(v, z);
+            }
+            k.store(v, p, off);
+        }
     }
 }

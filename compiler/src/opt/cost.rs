@@ -20,7 +20,8 @@ pub struct Machine {
     pub l2_gbs: f64,
     pub dram_gbs: f64,
     pub cores: usize,
-    /// The backend has Winograd F(2,3) conv kernels (AVX-512 transforms).
+    /// The optimizer offers Winograd F(2,3) convs (assembled transforms on
+    /// AVX-512, the portable f32x4 ones elsewhere).
     pub winograd: bool,
 }
 
@@ -50,7 +51,7 @@ impl Machine {
             l2_gbs: 120.0,
             dram_gbs: 12.0,
             cores: 2,
-            winograd: false,
+            winograd: true,
         }
     }
     /// x86-64 with Cranelift's 128-bit code only.
@@ -64,7 +65,7 @@ impl Machine {
             l2_gbs: 100.0,
             dram_gbs: 12.0,
             cores: 2,
-            winograd: false,
+            winograd: true,
         }
     }
     /// AArch64 with NEON (Neoverse-class core).
@@ -78,7 +79,7 @@ impl Machine {
             l2_gbs: 120.0,
             dram_gbs: 20.0,
             cores: 4,
-            winograd: false,
+            winograd: true,
         }
     }
 
@@ -322,10 +323,17 @@ pub fn winograd_ns(
     tile_rows: usize,
     images: usize,
 ) -> f64 {
-    use crate::codegen::winograd::{padded_cols, sanitize_rows};
+    use crate::codegen::winograd::{padded_cols, portable_cols, sanitize_rows};
     let tr = sanitize_rows(th, tile_rows);
     let chunks = (images * th.max(1) / tr) as f64;
-    let np = padded_cols(tr * tw, mo, c);
+    // Narrower machines take the portable path (f32x4 transforms, tile
+    // rows padded to groups of 4, ordinary GEMMs).
+    let portable = m.vector_lanes < 16;
+    let np = if portable {
+        portable_cols(tr, tw)
+    } else {
+        padded_cols(tr * tw, mo, c)
+    };
     let flops = 32.0 * (mo * c * np) as f64;
     let eff = c as f64 / (c as f64 + 4.0) * if mo < 4 { mo as f64 / 4.0 } else { 1.0 };
     let gemm = flops / (m.gemm_gflops * eff) + 16.0 * 10.0;

@@ -528,21 +528,25 @@ fn conv_algorithm_choice() {
 }
 
 /// A ResNet layer-1 conv (3×3, stride 1, 64 channels, 56×56): Winograd
-/// F(2,3) on the AVX-512 target (2.25× fewer multiplies, its chunk sized
-/// to L2), im2col where the target has no Winograd kernels (AArch64).
-/// With a constant weight only: a run-time weight cannot be transformed.
+/// F(2,3) on every target (2.25× fewer multiplies; AVX-512 runs the
+/// assembled transforms, the others the portable f32x4 ones, measured
+/// 1.5× faster than im2col on ResNet-18 at the x86 128-bit and AVX2
+/// levels), its chunk sized to L2. With a constant weight only: a
+/// run-time weight cannot be transformed. A single input channel (MNIST's
+/// first conv) stays on im2col at 128 bits: a K = 1 GEMM per ξ is all
+/// overhead, and the transforms cost more than the 9 multiplies saved.
 #[test]
 fn winograd_choice_follows_target() {
     use crate::ir::ConvAlgo;
-    let build = |const_w: bool| {
+    let build = |const_w: bool, c: usize, m: usize, hw: usize| {
         let shapes: &[&[usize]] = if const_w {
-            &[&[1, 64, 56, 56]]
+            &[&[1, c, hw, hw]]
         } else {
-            &[&[1, 64, 56, 56], &[64, 64, 3, 3]]
+            &[&[1, c, hw, hw], &[m, c, 3, 3]]
         };
         let (mut g, x) = graph(shapes);
         let w = if const_w {
-            konst(&mut g, &[64, 64, 3, 3], 5)
+            konst(&mut g, &[m, c, 3, 3], 5)
         } else {
             x[1]
         };
@@ -564,15 +568,27 @@ fn winograd_choice_follows_target() {
         g.add_output("y", y);
         g
     };
-    let g = build(true);
-    let a = chosen_algos_on(&g, &Machine::x86_64_avx512());
-    assert!(
-        matches!(a[..], [ConvAlgo::Winograd { tile_rows }] if tile_rows < 28 && 28 % tile_rows == 0),
-        "{a:?}"
-    );
-    let a = chosen_algos_on(&g, &Machine::aarch64());
-    assert!(matches!(a[..], [ConvAlgo::Im2col { .. }]), "{a:?}");
-    let a = chosen_algos_on(&build(false), &Machine::x86_64_avx512());
+    let g = build(true, 64, 64, 56);
+    for m in [
+        Machine::x86_64_avx512(),
+        Machine::x86_64_avx2(),
+        Machine::x86_64_sse(),
+        Machine::aarch64(),
+    ] {
+        let a = chosen_algos_on(&g, &m);
+        assert!(
+            matches!(a[..], [ConvAlgo::Winograd { tile_rows }] if tile_rows <= 28 && 28 % tile_rows == 0),
+            "{}: {a:?}",
+            m.name
+        );
+        let a = chosen_algos_on(&build(false, 64, 64, 56), &m);
+        assert!(
+            matches!(a[..], [ConvAlgo::Im2col { .. }]),
+            "{}: {a:?}",
+            m.name
+        );
+    }
+    let a = chosen_algos_on(&build(true, 1, 32, 28), &Machine::x86_64_sse());
     assert!(matches!(a[..], [ConvAlgo::Im2col { .. }]), "{a:?}");
 }
 
