@@ -357,30 +357,43 @@ pub fn emit(
     let mut caps = vec![x, y, scratch];
     caps.extend(bias);
     let mut one = Items::new(k, &serial, uid, bias.is_some(), relu);
+    let one = &mut |k: &mut Kb, p: &[Value], it: Value, slot: Value| one.emit(k, p, it, slot);
     if par.tr == serial.tr {
-        let tasks = serial.tasks();
+        return schedule(k, &serial, one, None, &caps);
+    }
+    let mut many = Items::new(k, &par, uid, bias.is_some(), relu);
+    let many = &mut |k: &mut Kb, p: &[Value], it: Value, slot: Value| many.emit(k, p, it, slot);
+    schedule(k, &serial, one, Some((&par, many)), &caps);
+}
+
+/// Runs the (image, chunk) items of chunking `sw` (emitted by `one`) as
+/// parallel items, or, when given, those of `par` (a finer chunking, see
+/// [`Wino::par_rows`]) as the tasks, with `sw`'s as the single-threaded code.
+fn schedule(
+    k: &mut Kb,
+    sw: &Wino,
+    one: &mut parallel::Body,
+    par: Option<(&Wino, &mut parallel::Body)>,
+    caps: &[Value],
+) {
+    let Some((pw, many)) = par else {
+        let tasks = sw.tasks();
         parallel::two_or(k, tasks, &mut |k, tasks| {
-            parallel::parallel_items(k, serial.items(), tasks, &caps, &mut |k, p, it, slot| {
-                one.emit(k, p, it, slot)
-            })
+            parallel::parallel_items(k, sw.items(), tasks, caps, one)
         });
         return;
-    }
-    // Tasks take the finer chunking (see `par_rows`); no threads: the serial one.
-    let mut many = Items::new(k, &par, uid, bias.is_some(), relu);
-    let tasks = par.tasks();
+    };
+    let tasks = pw.tasks();
     parallel::two_or(k, tasks, &mut |k, tasks| {
         parallel::parallel_items_or(
             k,
-            par.items(),
+            pw.items(),
             tasks,
-            &caps,
-            &mut |k, p, it, slot| many.emit(k, p, it, slot),
+            caps,
+            many,
             Some(&mut |k: &mut Kb| {
                 let zero = k.iconst(0);
-                k.for_range(0, serial.items() as i64, 1, |k, it| {
-                    one.emit(k, &caps, it, zero)
-                });
+                k.for_range(0, sw.items() as i64, 1, |k, it| one(k, caps, it, zero));
             }),
         )
     });
@@ -540,38 +553,18 @@ mod portable {
             has_bias,
             relu,
         };
+        let one = &mut |k: &mut Kb, p: &[Value], it: Value, slot: Value| one.emit(k, p, it, slot);
         if par.tr == serial.tr {
-            let tasks = serial.tasks();
-            parallel::two_or(k, tasks, &mut |k, tasks| {
-                parallel::parallel_items(k, serial.items(), tasks, &caps, &mut |k, p, it, slot| {
-                    one.emit(k, p, it, slot)
-                })
-            });
-            return;
+            return schedule(k, &serial, one, None, &caps);
         }
-        // Tasks take the finer chunking (see `par_rows`); no threads: the serial one.
         let many = Chunk {
             w: &par,
             u,
             has_bias,
             relu,
         };
-        let tasks = par.tasks();
-        parallel::two_or(k, tasks, &mut |k, tasks| {
-            parallel::parallel_items_or(
-                k,
-                par.items(),
-                tasks,
-                &caps,
-                &mut |k, p, it, slot| many.emit(k, p, it, slot),
-                Some(&mut |k: &mut Kb| {
-                    let zero = k.iconst(0);
-                    k.for_range(0, serial.items() as i64, 1, |k, it| {
-                        one.emit(k, &caps, it, zero)
-                    });
-                }),
-            )
-        });
+        let many = &mut |k: &mut Kb, p: &[Value], it: Value, slot: Value| many.emit(k, p, it, slot);
+        schedule(k, &serial, one, Some((&par, many)), &caps);
     }
 
     /// The items of one chunking.
