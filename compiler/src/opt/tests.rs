@@ -740,6 +740,44 @@ fn conv_relu_max_pool_fuses() {
 }
 
 #[test]
+fn winograd_conv_fuses_max_pool() {
+    // max_pool(relu(conv3x3(x))) with a 2×2/2 pool (MNIST's conv2) on a
+    // Winograd target: each pool window is one output tile, so the pool
+    // goes into the Winograd output transform.
+    use crate::ir::PoolKind;
+    // (Unpadded: 11×11 → 5×5 pooled, 25 tiles in one 32-column panel. With
+    // pad 1 the 36 tiles would fill 36 of 64 columns and im2col wins.)
+    let (mut g, x) = graph(&[&[4, 32, 13, 13]]);
+    let w = konst(&mut g, &[64, 32, 3, 3], 9);
+    let window = Window {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![0; 4],
+        ceil_mode: false,
+    };
+    let c = op(&mut g, Op::Conv { window, group: 1 }, &[x[0], w]);
+    let r = op(&mut g, Op::Unary(UnaryOp::Relu), &[c]);
+    let y = pool2d(&mut g, r, PoolKind::Max, 2, 0);
+    g.add_output("y", y);
+    let (o, _) = optimize(&g, &Machine::x86_64_avx512(), &Limits::default());
+    assert_eq!(ops(&o), ["conv_impl"], "{}", crate::ir::text::print(&o));
+    let a = &attrs_of(&o, "conv_impl")[0];
+    assert!(
+        a.contains("algo=winograd(") && a.contains("relu=true max_pool=(kernel=[2, 2]"),
+        "{a}"
+    );
+    let t = g.ty(g.inputs[0]);
+    let v = (0..t.numel())
+        .map(|j| (j % 97) as f32 / 50.0 - 1.0)
+        .collect();
+    let inputs = [Tensor::f32(t.shape.clone(), v).unwrap()];
+    let want = eval::eval_graph(&g, &inputs).unwrap();
+    let got = eval::eval_graph(&o, &inputs).unwrap();
+    assert_eq!(want[0].as_f32().unwrap(), got[0].as_f32().unwrap());
+}
+
+#[test]
 fn conv_shared_with_pool_is_not_recomputed() {
     // y1 = relu(conv(x)), y2 = max_pool(y1) => conv_impl, max_pool: the conv
     // output is needed anyway, so fusing would compute the conv twice.
