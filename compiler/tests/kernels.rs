@@ -2398,6 +2398,9 @@ fn conv_winograd_cases(mut ck: Checker) {
         (vec![1, 32, 1, 1], vec![64, 32, 3, 3], [1, 1, 1, 1], vec![1]),
         (vec![1, 64, 14, 14], vec![64, 64, 3, 3], [1, 1, 1, 1], vec![7, 1]),
         (vec![1, 33, 7, 7], vec![40, 33, 3, 3], [1, 1, 1, 1], vec![4, 2]),
+        // Narrow chunks multiplied transposed on AVX-512 (14 tiles, 50
+        // filters: a 2-filter tail in the transpose back), batch 2.
+        (vec![2, 72, 7, 13], vec![50, 72, 3, 3], [1, 1, 1, 1], vec![2, 4]),
         (vec![3, 1, 6, 35], vec![4, 1, 3, 3], [1, 1, 1, 1], vec![3]),
         // 1-wide and 3-wide outputs, odd heights, a 2-wide pad
         (vec![2, 4, 5, 3], vec![3, 4, 3, 3], [1, 1, 1, 1], vec![3, 1]),

@@ -163,30 +163,52 @@ pub fn emit_const_b(
 /// `s` (one data object per tensor, level and tiling, shared by every call
 /// site and column piece); None without an assembled backend.
 fn packed_const_b(k: &mut Kb, s: &GemmSpec, b: &ConstB) -> Option<Value> {
+    packed_const_bs(k, s, std::slice::from_ref(b)).map(|(p, _)| p)
+}
+
+/// [`packed_const_b`] for a batch of B's of the same GEMM `s`, packed one
+/// after the other into one data object (keyed by the first): the address
+/// and the elements from one packed B to the next, so a loop can pick its
+/// B by index at run time.
+pub fn packed_const_bs(k: &mut Kb, s: &GemmSpec, bs: &[ConstB]) -> Option<(Value, usize)> {
     let be = k.asm()?;
     let level = be.level();
     let spec = asm_spec(s, true);
     let t = x86::tiling(&spec, level);
-    let key = format!("{} {level:?} {}x{}x{} nv{}", b.key, s.m, s.n, s.k, t.nv);
+    let dense = x86::AsmGemm {
+        b_row: s.n,
+        ..spec.clone()
+    };
+    let len = x86::packed_b_len(&dense, level, &t);
+    let key = format!(
+        "{} ×{} {level:?} {}x{}x{} nv{}",
+        bs.first()?.key,
+        bs.len(),
+        s.m,
+        s.n,
+        s.k,
+        t.nv
+    );
     let mut make = || {
         let (kk, n) = (s.k, s.n);
-        let rows: Vec<f32> = if b.transposed {
-            (0..kk * n).map(|e| b.data[(e % n) * kk + e / n]).collect()
-        } else {
-            b.data[..kk * n].to_vec()
-        };
-        let dense = x86::AsmGemm {
-            b_row: n,
-            ..spec.clone()
-        };
-        x86::pack_b(&dense, level, &t, &rows)
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect()
+        let mut out = Vec::with_capacity(4 * len * bs.len());
+        for b in bs {
+            let rows: Vec<f32> = if b.transposed {
+                (0..kk * n).map(|e| b.data[(e % n) * kk + e / n]).collect()
+            } else {
+                b.data[..kk * n].to_vec()
+            };
+            out.extend(
+                x86::pack_b(&dense, level, &t, &rows)
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes()),
+            );
+        }
+        out
     };
     let id = be.data(&key, &mut make)?;
     let gv = x86::backend::import_data(k.b.func, id);
-    Some(k.b.ins().symbol_value(PTR, gv))
+    Some((k.b.ins().symbol_value(PTR, gv), len))
 }
 
 /// Columns `at..at + len` of [`emit_const_b`]'s product (B packed whole),

@@ -24,9 +24,10 @@
 
 use super::conv::{self, ConvGeom};
 use super::gemm::{self, GemmSpec, Strides};
-use super::kb::{InsExt, Kb, PTR};
+use super::kb::{InsExt, Kb, PTR, VF};
 use super::parallel;
 use super::x86::{self, winograd as xw};
+use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// Whether the conv (with its fused pool, if any) has a Winograd form:
@@ -76,9 +77,14 @@ pub fn panel_cols(m: usize, c: usize) -> usize {
     x86::tiling(&spec, x86::Level::Avx512).nv * x86::Level::Avx512.lanes()
 }
 
-/// GEMM columns of a chunk of `tiles` tiles: whole panels.
+/// Columns of a chunk's `V` on the AVX-512 path: whole panels, or one
+/// panel of whole vectors when multiplied transposed (`V` is then A).
 pub fn padded_cols(tiles: usize, m: usize, c: usize) -> usize {
-    tiles.max(1).next_multiple_of(panel_cols(m, c))
+    if transposed(tiles, m, c) {
+        tiles.max(1).next_multiple_of(16)
+    } else {
+        padded_cols_plain(tiles, m, c)
+    }
 }
 
 /// Elements between the 16 planes of `V` (K = `c`) or of `M` (K = `m`)
@@ -89,10 +95,51 @@ pub fn plane_stride(np: usize, rows: usize) -> usize {
     np * rows + 33 * 16
 }
 
-/// Scratch bytes of one chunk of `tiles` tiles (`V` then `M`).
+/// Whether a chunk of `tiles` tiles multiplies transposed on the AVX-512
+/// path: `Mᵀ_ξ = Vᵀ_ξ·Uᵀ_ξ` with the tiles as rows (no padded columns) and
+/// `Uᵀ_ξ` pre-packed at compile time (streamed contiguously instead of
+/// broadcast row by row), then transposed for the output transform. For
+/// narrow chunks whose columns would leave much of a panel idle (ResNet's
+/// layer 3: 49 tiles in 64 columns: its products −30%) and enough filters
+/// for whole panels. At least 32 tiles: each element of `Uᵀ_ξ` then feeds
+/// 64+ flops, so the product keeps up with streaming U from memory (16
+/// tiles, ResNet's layer 4: U is 16.8 MB per conv and the products ran at
+/// memory speed, 2.4 ms per conv against 1.3 ms for im2col).
+/// `NNC_NO_WINO_T` turns it off (to measure against the plain product).
+pub fn transposed(tiles: usize, m: usize, c: usize) -> bool {
+    let np = padded_cols_plain(tiles, m, c);
+    (32..64).contains(&tiles)
+        && m >= 32
+        && np as f64 > 1.15 * tiles as f64
+        // (an assembled kernel with pre-packed B exists from this size)
+        && tiles * m * c >= 48 * 1024
+        && std::env::var_os("NNC_NO_WINO_T").is_none()
+}
+
+fn padded_cols_plain(tiles: usize, m: usize, c: usize) -> usize {
+    tiles.max(1).next_multiple_of(panel_cols(m, c))
+}
+
+/// GEMM work columns of a chunk of `tiles` tiles on the AVX-512 path (the
+/// cost model's N): the tiles when multiplied transposed, else whole panels.
+pub fn gemm_cols(tiles: usize, m: usize, c: usize) -> usize {
+    if transposed(tiles, m, c) {
+        tiles.max(1)
+    } else {
+        padded_cols(tiles, m, c)
+    }
+}
+
+/// Scratch bytes of one chunk of `tiles` tiles on the AVX-512 path (`V`,
+/// `M`, and `Mᵀ` when transposed).
 pub fn slot_bytes(tiles: usize, m: usize, c: usize) -> usize {
     let np = padded_cols(tiles, m, c);
-    4 * 16 * (plane_stride(np, c) + plane_stride(np, m))
+    if transposed(tiles, m, c) {
+        let t = tiles.max(1);
+        4 * 16 * (plane_stride(np, c) + 2 * plane_stride(t, m))
+    } else {
+        4 * 16 * (plane_stride(np, c) + plane_stride(np, m))
+    }
 }
 
 /// GEMM columns of a portable-path chunk of `tr` tile rows of `tw` tiles:
@@ -135,6 +182,8 @@ pub struct Wino<'g> {
     tr: usize,
     nr: usize,
     np: usize,
+    /// Multiplied transposed (see [`transposed`]; AVX-512 path only).
+    transposed: bool,
 }
 
 impl<'g> Wino<'g> {
@@ -148,11 +197,19 @@ impl<'g> Wino<'g> {
         let pooled = g.pool.as_ref().map(|p| (p.oh, p.ow));
         let (th, tw) = tile_grid(g.oh, g.ow, pooled);
         let tr = sanitize_rows(th, tile_rows);
-        let nr = if portable { 4 } else { panel_cols(g.m, g.c) };
+        let transposed = !portable && transposed(tr * tw, g.m, g.c);
         let np = if portable {
             portable_cols(tr, tw)
         } else {
             padded_cols(tr * tw, g.m, g.c)
+        };
+        // Transposed: `V` is one panel (A of the product, read in place).
+        let nr = if portable {
+            4
+        } else if transposed {
+            np
+        } else {
+            panel_cols(g.m, g.c)
         };
         Wino {
             g,
@@ -162,6 +219,7 @@ impl<'g> Wino<'g> {
             tr,
             nr,
             np,
+            transposed,
         }
     }
 
@@ -238,6 +296,35 @@ impl<'g> Wino<'g> {
         self.path_scratch_bytes().max(other.path_scratch_bytes())
     }
 
+    /// Columns of a chunk's `M` (the output transform's input).
+    fn m_cols(&self) -> usize {
+        if self.transposed {
+            self.tr * self.tw
+        } else {
+            self.np
+        }
+    }
+
+    /// The transposed product `Mᵀ_ξ [tiles, M] = Vᵀ_ξ·Uᵀ_ξ`: A is `V_ξ`
+    /// read in place (one panel: element (tile, ci) at ci·np + tile).
+    fn spec_t(&self) -> GemmSpec {
+        let (m, c, t) = (self.g.m, self.g.c, self.tr * self.tw);
+        GemmSpec {
+            m: t,
+            n: m,
+            k: c,
+            a: Strides {
+                row: 1,
+                col: self.np,
+            },
+            b_row: m,
+            c_row: m,
+            alpha: 1.0,
+            bias: None,
+            relu: false,
+        }
+    }
+
     fn spec(&self) -> GemmSpec {
         let (m, c, np) = (self.g.m, self.g.c, self.np);
         GemmSpec {
@@ -281,10 +368,11 @@ impl<'g> Wino<'g> {
             Some(p) => (p.ow, p.oh * p.ow),
             None => (g.ow, g.oh * g.ow),
         };
+        let mcols = self.m_cols();
         let output = xw::WinoOut {
             channels: g.m,
-            np: self.np,
-            xi_stride: plane_stride(self.np, g.m),
+            np: mcols,
+            xi_stride: plane_stride(mcols, g.m),
             tw: self.tw,
             tr: self.tr,
             ow,
@@ -351,17 +439,24 @@ pub fn emit(
         return portable::emit(k, g, tile_rows, x, wc, bias, y, scratch, relu);
     }
     let (m, c) = (g.m, g.c);
-    let uid = weights_data(k, wc, m, c);
     let serial = Wino::new(g, tile_rows);
     let par = Wino::new(g, serial.par_rows());
+    // The plain product reads U from one data object; the transposed one
+    // has each Uᵀ_ξ pre-packed as the B of its GEMM.
+    let uid = (!serial.transposed || !par.transposed).then(|| weights_data(k, wc, m, c));
+    let uvals = (serial.transposed || par.transposed).then(|| transform_weights(wc.data, m, c));
+    let wu = Weights {
+        plain: uid,
+        transposed: uvals.as_deref().map(|u| (u, wc.key.as_str())),
+    };
     let mut caps = vec![x, y, scratch];
     caps.extend(bias);
-    let mut one = Items::new(k, &serial, uid, bias.is_some(), relu);
+    let mut one = Items::new(k, &serial, wu, bias.is_some(), relu);
     let one = &mut |k: &mut Kb, p: &[Value], it: Value, slot: Value| one.emit(k, p, it, slot);
     if par.tr == serial.tr {
         return schedule(k, &serial, one, None, &caps);
     }
-    let mut many = Items::new(k, &par, uid, bias.is_some(), relu);
+    let mut many = Items::new(k, &par, wu, bias.is_some(), relu);
     let many = &mut |k: &mut Kb, p: &[Value], it: Value, slot: Value| many.emit(k, p, it, slot);
     schedule(k, &serial, one, Some((&par, many)), &caps);
 }
@@ -416,24 +511,26 @@ fn weights_data(k: &mut Kb, wc: &gemm::ConstB, m: usize, c: usize) -> cranelift_
         .expect("winograd weights data object")
 }
 
+/// The transformed weights as the chunkings need them.
+#[derive(Clone, Copy)]
+struct Weights<'u> {
+    /// U's data object (A of the plain products).
+    plain: Option<cranelift_module::DataId>,
+    /// U's values and the weight's key (each Uᵀ_ξ pre-packed as a B).
+    transposed: Option<(&'u [f32], &'u str)>,
+}
+
 /// The (image, chunk) items of one chunking, with its transform functions.
 struct Items<'w> {
     w: &'w Wino<'w>,
     fin: Vec<(conv::AsmFn, Vec<usize>)>,
     fout: Vec<(conv::AsmFn, Vec<usize>)>,
-    /// The transformed weights' data object.
-    u: cranelift_module::DataId,
+    u: Weights<'w>,
     has_bias: bool,
 }
 
 impl<'w> Items<'w> {
-    fn new(
-        k: &mut Kb,
-        w: &'w Wino<'w>,
-        u: cranelift_module::DataId,
-        has_bias: bool,
-        relu: bool,
-    ) -> Self {
+    fn new(k: &mut Kb, w: &'w Wino<'w>, u: Weights<'w>, has_bias: bool, relu: bool) -> Self {
         // Chunks with equal transform specs share one pair of functions;
         // the largest group is the fallthrough of the dispatch.
         let mut groups: Vec<((xw::WinoIn, xw::WinoOut), Vec<usize>)> = Vec::new();
@@ -491,23 +588,72 @@ impl<'w> Items<'w> {
         let x = k.offset(x, -4 * (g.pad[0] * g.w) as i64);
         let y = k.index(y, img, (4 * m * plane_out) as i64);
         let y = k.index(y, ch, (4 * w.tr * row_out) as i64);
-        let (v_stride, m_stride) = (plane_stride(w.np, c), plane_stride(w.np, m));
+        let (v_stride, m_stride) = (plane_stride(w.np, c), plane_stride(w.m_cols(), m));
         let v = k.index(s, slot, w.slot_bytes() as i64);
         let mm = k.offset(v, (4 * 16 * v_stride) as i64);
         let zero = k.iconst(0);
         conv::dispatch(k, &self.fin, ch, &[x, v, zero, zero]);
-        let gv = x86::backend::import_data(k.b.func, self.u);
-        let u = k.b.ins().symbol_value(PTR, gv);
-        let spec = w.spec();
-        for xi in 0..16 {
-            let a = k.offset(u, (4 * xi * m * c) as i64);
-            let b = k.offset(v, (4 * xi * v_stride) as i64);
-            let cc = k.offset(mm, (4 * xi * m_stride) as i64);
-            gemm::emit_packed_b(k, &spec, a, b, cc, None);
+        if w.transposed {
+            // Per ξ: Mᵀ_ξ (after M) = Vᵀ_ξ·Uᵀ_ξ, transposed into M_ξ. The 16
+            // are tasks when the chunk is not one already (a single-chunk
+            // conv: each thread streams its own Uᵀ_ξ whole).
+            let (uvals, key) = self.u.transposed.expect("transposed weights");
+            let mt = k.offset(mm, (4 * 16 * m_stride) as i64);
+            let spec = w.spec_t();
+            let bs: Vec<gemm::ConstB> = (0..16)
+                .map(|xi| gemm::ConstB {
+                    key: format!("{key} wino-uT {m}x{c}"),
+                    data: &uvals[xi * m * c..(xi + 1) * m * c],
+                    transposed: true,
+                })
+                .collect();
+            let (ut, len) = gemm::packed_const_bs(k, &spec, &bs).expect("packed Uᵀ");
+            let t = w.tr * w.tw;
+            let tasks = if w.tasks() > 1 { 1 } else { 2 };
+            parallel::parallel_items(k, 16, tasks, &[v, mt, mm, ut], &mut |k, p, xi, _| {
+                let a = k.index(p[0], xi, (4 * v_stride) as i64);
+                let src = k.index(p[1], xi, (4 * m_stride) as i64);
+                let dst = k.index(p[2], xi, (4 * m_stride) as i64);
+                let b = k.index(p[3], xi, (4 * len) as i64);
+                gemm::emit_packed_b(k, &spec, a, b, src, None);
+                transpose_product(k, src, dst, t, m);
+            });
+        } else {
+            let gv = x86::backend::import_data(k.b.func, self.u.plain.expect("U data"));
+            let u = k.b.ins().symbol_value(PTR, gv);
+            let spec = w.spec();
+            for xi in 0..16 {
+                let a = k.offset(u, (4 * xi * m * c) as i64);
+                let b = k.offset(v, (4 * xi * v_stride) as i64);
+                let cc = k.offset(mm, (4 * xi * m_stride) as i64);
+                gemm::emit_packed_b(k, &spec, a, b, cc, None);
+            }
         }
         let bias = bias.unwrap_or(zero);
         conv::dispatch(k, &self.fout, ch, &[mm, y, bias, zero]);
     }
+}
+
+/// `M[co, j] = Mᵀ[j, co]` for one product of `t` tiles and `m` filters
+/// (a row of 4 filters is one vector load and four lane stores).
+fn transpose_product(k: &mut Kb, mt: Value, mm: Value, t: usize, m: usize) {
+    let m4 = m / 4 * 4;
+    k.for_range(0, t as i64, 1, |k, j| {
+        let row = k.index(mt, j, (4 * m) as i64);
+        let col = k.index(mm, j, 4);
+        k.for_range(0, m4 as i64, 4, |k, co| {
+            let x = k.load_at(VF, row, co);
+            let d = k.index(col, co, (4 * t) as i64);
+            for i in 0..4 {
+                let e = k.b.ins().extractlane(x, i as u8);
+                k.store(e, d, (4 * i * t) as i64);
+            }
+        });
+        for co in m4..m {
+            let e = k.load(F32, row, (4 * co) as i64);
+            k.store(e, col, (4 * co * t) as i64);
+        }
+    });
 }
 
 /// The portable path (every target without the AVX-512 kernels): f32x4

@@ -323,22 +323,29 @@ pub fn winograd_ns(
     tile_rows: usize,
     images: usize,
 ) -> f64 {
-    use crate::codegen::winograd::{padded_cols, portable_cols, sanitize_rows};
+    use crate::codegen::winograd::{gemm_cols, portable_cols, sanitize_rows, transposed};
     let tr = sanitize_rows(th, tile_rows);
     let chunks = (images * th.max(1) / tr) as f64;
     // Narrower machines take the portable path (f32x4 transforms, tile
-    // rows padded to groups of 4, ordinary GEMMs).
+    // rows padded to groups of 4, ordinary GEMMs). On AVX-512 narrow
+    // chunks multiply transposed (no padded columns) and then transpose
+    // the products: one more pass over them.
     let portable = m.vector_lanes < 16;
     let np = if portable {
         portable_cols(tr, tw)
     } else {
-        padded_cols(tr * tw, mo, c)
+        gemm_cols(tr * tw, mo, c)
     };
     let flops = 32.0 * (mo * c * np) as f64;
     let eff = c as f64 / (c as f64 + 4.0) * if mo < 4 { mo as f64 / 4.0 } else { 1.0 };
     let gemm = flops / (m.gemm_gflops * eff) + 16.0 * 10.0;
     let (v, p) = (16 * np * c, 16 * np * mo);
-    let transforms = (v + p) as f64 / m.elem_gops + 2.0 * m.mem_ns(4 * (v + p));
+    let transpose = if !portable && transposed(tr * tw, mo, c) {
+        2.0 * p as f64 / m.elem_gops
+    } else {
+        0.0
+    };
+    let transforms = (v + p) as f64 / m.elem_gops + 2.0 * m.mem_ns(4 * (v + p)) + transpose;
     let weights = m.mem_ns(4 * 16 * mo * c);
     chunks * (gemm + transforms + weights)
 }
