@@ -296,6 +296,27 @@ impl<'g> Wino<'g> {
         self.path_scratch_bytes().max(other.path_scratch_bytes())
     }
 
+    /// Item `it` (image · chunks + chunk) of the conv from `x` to `y`: its
+    /// chunk index, its image's input, and its chunk's first output row.
+    fn item(&self, k: &mut Kb, it: Value, x: Value, y: Value) -> (Value, Value, Value) {
+        let g = self.g;
+        let chunks = self.chunks();
+        let (img, ch) = if chunks == 1 {
+            (it, k.iconst(0))
+        } else {
+            let img = k.b.ins().udiv_imm_u(it, chunks as i64);
+            (img, k.b.ins_urem(it, chunks as i64))
+        };
+        let (row_out, plane_out) = match &g.pool {
+            Some(p) => (p.ow, p.oh * p.ow),
+            None => (2 * g.ow, g.oh * g.ow),
+        };
+        let x = k.index(x, img, (4 * g.c * g.h * g.w) as i64);
+        let y = k.index(y, img, (4 * g.m * plane_out) as i64);
+        let y = k.index(y, ch, (4 * self.tr * row_out) as i64);
+        (ch, x, y)
+    }
+
     /// Columns of a chunk's `M` (the output transform's input).
     fn m_cols(&self) -> usize {
         if self.transposed {
@@ -569,25 +590,12 @@ impl<'w> Items<'w> {
     fn emit(&mut self, k: &mut Kb, p: &[Value], it: Value, slot: Value) {
         let (w, g) = (self.w, self.w.g);
         let (m, c) = (g.m, g.c);
-        let (x, y, s) = (p[0], p[1], p[2]);
+        let s = p[2];
         let bias = self.has_bias.then(|| p[3]);
-        let chunks = w.chunks();
-        let (img, ch) = if chunks == 1 {
-            (it, k.iconst(0))
-        } else {
-            let img = k.b.ins().udiv_imm_u(it, chunks as i64);
-            (img, k.b.ins_urem(it, chunks as i64))
-        };
-        let (row_out, plane_out) = match &g.pool {
-            Some(p) => (p.ow, p.oh * p.ow),
-            None => (2 * g.ow, g.oh * g.ow),
-        };
-        let x = k.index(x, img, (4 * c * g.h * g.w) as i64);
+        let (ch, x, y) = w.item(k, it, p[0], p[1]);
         // x at input row 2·ty0 − pad (rows outside the image are never read)
         let x = k.index(x, ch, (8 * w.tr * g.w) as i64);
         let x = k.offset(x, -4 * (g.pad[0] * g.w) as i64);
-        let y = k.index(y, img, (4 * m * plane_out) as i64);
-        let y = k.index(y, ch, (4 * w.tr * row_out) as i64);
         let (v_stride, m_stride) = (plane_stride(w.np, c), plane_stride(w.m_cols(), m));
         let v = k.index(s, slot, w.slot_bytes() as i64);
         let mm = k.offset(v, (4 * 16 * v_stride) as i64);
@@ -761,22 +769,9 @@ mod portable {
         fn emit(&self, k: &mut Kb, p: &[Value], it: Value, slot: Value) {
             let (w, g) = (self.w, self.w.g);
             let (m, c) = (g.m, g.c);
-            let (x, y, s) = (p[0], p[1], p[2]);
+            let s = p[2];
             let bias = self.has_bias.then(|| p[3]);
-            let chunks = w.chunks();
-            let (img, ch) = if chunks == 1 {
-                (it, k.iconst(0))
-            } else {
-                let img = k.b.ins().udiv_imm_u(it, chunks as i64);
-                (img, k.b.ins_urem(it, chunks as i64))
-            };
-            let (row_out, plane_out) = match &g.pool {
-                Some(p) => (p.ow, p.oh * p.ow),
-                None => (2 * g.ow, g.oh * g.ow),
-            };
-            let x = k.index(x, img, (4 * c * g.h * g.w) as i64);
-            let y = k.index(y, img, (4 * m * plane_out) as i64);
-            let y = k.index(y, ch, (4 * w.tr * row_out) as i64);
+            let (ch, x, y) = w.item(k, it, p[0], p[1]);
             let (vs, ms) = (plane_stride(w.np, c), plane_stride(w.np, m));
             let v = k.index(s, slot, w.slot_bytes() as i64);
             let mm = k.offset(v, (4 * 16 * vs) as i64);
@@ -785,17 +780,7 @@ mod portable {
             self.input(k, x, ty0, v, buf);
             let gv = x86::backend::import_data(k.b.func, self.u);
             let u = k.b.ins().symbol_value(PTR, gv);
-            let spec = GemmSpec {
-                m,
-                n: w.np,
-                k: c,
-                a: Strides { row: c, col: 1 },
-                b_row: w.np,
-                c_row: w.np,
-                alpha: 1.0,
-                bias: None,
-                relu: false,
-            };
+            let spec = w.spec();
             k.for_range(0, 16, 1, |k, xi| {
                 let a = k.index(u, xi, (4 * m * c) as i64);
                 let b = k.index(v, xi, (4 * vs) as i64);

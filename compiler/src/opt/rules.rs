@@ -693,61 +693,46 @@ fn conv_pool(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
             continue;
         };
         let wt = ty(eg, args[1])?;
-        if let ConvAlgo::Winograd { .. } = algo {
+        let pooled_algos: Vec<ConvAlgo> = if let ConvAlgo::Winograd { .. } = algo {
             if !tile_pool {
                 continue;
             }
             let (th, tw) = (out.shape[2], out.shape[3]);
-            for tile_rows in winograd_rows(th, tw, wt.shape[0], wt.shape[1], l2) {
-                let new = add_op(
-                    eg,
-                    &Op::ConvImpl {
-                        window: window.clone(),
-                        group,
-                        algo: ConvAlgo::Winograd { tile_rows },
-                        relu,
-                        pool: Some(Box::new(pw.clone())),
-                    },
-                    &args,
-                );
-                if !same_type(eg, c, new) {
-                    continue;
-                }
-                match first {
-                    None => first = Some(new),
-                    Some(f) => {
-                        eg.union(f, new);
-                    }
+            winograd_rows(th, tw, wt.shape[0], wt.shape[1], l2)
+                .into_iter()
+                .map(|tile_rows| ConvAlgo::Winograd { tile_rows })
+                .collect()
+        } else {
+            let per = wt.shape[1] * window.kernel.iter().product::<usize>();
+            let mg = wt.shape[0] / group.max(1);
+            // conv rows a chunk of `pr` pooled rows reads, and its scratch bytes
+            let need = |pr: usize| {
+                ((pr - 1) * pw.strides[0] + (pw.kernel[0] - 1) * pw.dilations[0] + 1).min(oh)
+            };
+            let bytes = |pr: usize| 4 * (per + mg) * need(pr) * ow;
+            let fit = |budget: usize| {
+                (1..=ph)
+                    .rev()
+                    .find(|&r| ph % r == 0 && bytes(r) <= budget)
+                    .unwrap_or(1)
+            };
+            let mut rows = vec![ph.max(1)];
+            for r in [fit(l2 / 2), fit(l2 / 8)] {
+                if !rows.contains(&r) {
+                    rows.push(r);
                 }
             }
-            continue;
-        }
-        let per = wt.shape[1] * window.kernel.iter().product::<usize>();
-        let mg = wt.shape[0] / group.max(1);
-        // conv rows a chunk of `pr` pooled rows reads, and its scratch bytes
-        let need = |pr: usize| {
-            ((pr - 1) * pw.strides[0] + (pw.kernel[0] - 1) * pw.dilations[0] + 1).min(oh)
+            rows.into_iter()
+                .map(|chunk_rows| ConvAlgo::Im2col { chunk_rows })
+                .collect()
         };
-        let bytes = |pr: usize| 4 * (per + mg) * need(pr) * ow;
-        let fit = |budget: usize| {
-            (1..=ph)
-                .rev()
-                .find(|&r| ph % r == 0 && bytes(r) <= budget)
-                .unwrap_or(1)
-        };
-        let mut rows = vec![ph.max(1)];
-        for r in [fit(l2 / 2), fit(l2 / 8)] {
-            if !rows.contains(&r) {
-                rows.push(r);
-            }
-        }
-        for chunk_rows in rows {
+        for algo in pooled_algos {
             let new = add_op(
                 eg,
                 &Op::ConvImpl {
                     window: window.clone(),
                     group,
-                    algo: ConvAlgo::Im2col { chunk_rows },
+                    algo,
                     relu,
                     pool: Some(Box::new(pw.clone())),
                 },

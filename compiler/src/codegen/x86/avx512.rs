@@ -5,13 +5,8 @@
 //! 14×2 tile that is 28 + 2 + 2 = 32.
 
 use super::reg::*;
-use super::{off, AsmError, Gen, TileShape};
+use super::{off, z, AsmError, Gen, TileShape};
 use iced_x86::code_asm::*;
-use iced_x86::Register;
-
-fn z(i: usize) -> AsmRegisterZmm {
-    get_zmm(Register::ZMM0 + i as u32).expect("zmm index")
-}
 
 /// Broadcast registers (A values in the K loop; beta and zero in the epilogue).
 const BC0: usize = 30;

@@ -20,9 +20,8 @@
 //! `x`: channel 0 at the chunk's first output row (`x + r0·stride_h·W`);
 //! `col`: the full panels; `col_tail`: the tail panel; both for channel 0.
 
-use super::{off, AsmError};
+use super::{disp, off, z, AsmError};
 use iced_x86::code_asm::*;
-use iced_x86::Register;
 
 /// One chunk of an im2col, all sizes in f32 elements.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -75,10 +74,6 @@ impl Im2col {
     }
 }
 
-fn z(i: usize) -> AsmRegisterZmm {
-    get_zmm(Register::ZMM0 + i as u32).expect("zmm index")
-}
-
 /// A run of lanes `[l0, l1)` loaded from `x + src` (element offset of lane `l0`).
 struct Seg {
     l0: usize,
@@ -115,10 +110,6 @@ fn segments(g: &Im2col, j0: usize, t: usize, u: usize) -> Vec<Seg> {
         }
     }
     segs
-}
-
-fn disp(elems: i64) -> Result<i32, AsmError> {
-    i32::try_from(elems * 4).map_err(|_| AsmError("offset exceeds 2 GiB".into()))
 }
 
 /// Assembles the chunk's im2col.

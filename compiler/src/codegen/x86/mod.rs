@@ -350,6 +350,19 @@ pub(crate) fn off(elems: usize) -> Result<i32, AsmError> {
     i32::try_from(elems * 4).map_err(|_| AsmError("offset exceeds 2 GiB".into()))
 }
 
+/// [`off`] for a signed element offset (displacements below a base).
+pub(crate) fn disp(elems: i64) -> Result<i32, AsmError> {
+    elems
+        .checked_mul(4)
+        .and_then(|b| i32::try_from(b).ok())
+        .ok_or_else(|| AsmError("offset exceeds 2 GiB".into()))
+}
+
+/// zmm register `i`.
+pub(crate) fn z(i: usize) -> iced_x86::code_asm::AsmRegisterZmm {
+    iced_x86::code_asm::get_zmm(iced_x86::Register::ZMM0 + i as u32).expect("zmm index")
+}
+
 impl<'a> Gen<'a> {
     fn new(s: &'a AsmGemm, level: Level, t: &Tiling) -> Result<Self, AsmError> {
         let mut a = CodeAssembler::new(64)?;

@@ -16,9 +16,8 @@
 //! `_mm_max_ps(acc, x)`; signs of equal zeros may differ from Cranelift's
 //! `fmax`.
 
-use super::{off, AsmError};
+use super::{off, z, AsmError};
 use iced_x86::code_asm::*;
-use iced_x86::Register;
 
 /// Output rows `[o_lo, o_hi)` whose valid vertical taps are `[t_lo, t_hi)`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -57,10 +56,6 @@ impl MaxPool {
             && self.runs.iter().all(|r| r.t_lo < r.t_hi && r.o_lo < r.o_hi)
             && self.runs.len() * self.ow.div_ceil(16) * self.k[0] * self.k[1] <= 4096
     }
-}
-
-fn z(i: usize) -> AsmRegisterZmm {
-    get_zmm(Register::ZMM0 + i as u32).expect("zmm index")
 }
 
 const NEG_INF: usize = 31;

@@ -62,9 +62,8 @@
 //! addend is read under the same masks). With the pool the four results
 //! are `vmaxps`ed into one vector, stored per segment.
 
-use super::{off, AsmError};
+use super::{disp, off, z, AsmError};
 use iced_x86::code_asm::*;
-use iced_x86::Register;
 
 /// Input transform of one chunk, written as 16 GEMM B operands in the
 /// assembled GEMM's pre-packed layout (see [`super::pack_b`]: NR-column
@@ -138,10 +137,6 @@ pub fn assemble_out(g: &WinoOut) -> Result<Vec<u8>, String> {
 
 // ---------------------------------------------------------------------------
 // Registers, masks, helpers.
-
-fn z(i: usize) -> AsmRegisterZmm {
-    get_zmm(Register::ZMM0 + i as u32).expect("zmm index")
-}
 
 /// Always zero.
 const ZERO: usize = 31;
@@ -279,13 +274,6 @@ fn mk(m: AsmMemoryOperand, k: usize) -> AsmMemoryOperand {
         6 => m.k6(),
         _ => m.k7(),
     }
-}
-
-fn disp(elems: i64) -> Result<i32, AsmError> {
-    elems
-        .checked_mul(4)
-        .and_then(|b| i32::try_from(b).ok())
-        .ok_or_else(|| AsmError("offset exceeds 2 GiB".into()))
 }
 
 /// Loads `bits` lanes from `base + at` (elements) into `x`: zeroing the
