@@ -52,6 +52,7 @@
 mod avx2;
 mod avx512;
 pub mod backend;
+pub mod dconv;
 pub mod im2col;
 pub mod pool;
 pub mod softmax;
