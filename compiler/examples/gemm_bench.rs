@@ -10,9 +10,7 @@
 //! time per measurement (default 0.3 s); the best of the runs is reported.
 
 #[cfg(target_arch = "x86_64")]
-#[allow(dead_code)]
-#[path = "../src/codegen/x86/mod.rs"]
-mod x86;
+use nnc_compiler::codegen::x86;
 
 #[cfg(not(target_arch = "x86_64"))]
 fn main() {
@@ -96,6 +94,7 @@ mod bench {
         let (m, k, n) = (s[0], s[1], s[2]);
         let packed = env("NNC_PACKED").unwrap_or(1) != 0;
         let spec = AsmGemm {
+            tile: None,
             m,
             n,
             k,
@@ -157,6 +156,7 @@ mod bench {
         packed: bool,
     ) -> (f64, Tiling, usize) {
         let spec = AsmGemm {
+            tile: None,
             m,
             n,
             k,

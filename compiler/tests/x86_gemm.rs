@@ -14,9 +14,7 @@
 #[path = "common/asm_jit.rs"]
 mod asm_jit;
 
-#[allow(dead_code)]
-#[path = "../src/codegen/x86/mod.rs"]
-mod x86;
+use nnc_compiler::codegen::x86;
 
 use x86::{AsmGemm, Level, Tiling};
 
@@ -100,6 +98,7 @@ fn run_case(level: Level, c: Case, tiling: Option<Tiling>, seed: u64) -> Result<
         }
     }
     let spec = AsmGemm {
+        tile: None,
         m,
         n,
         k,
@@ -431,6 +430,7 @@ fn bias_aliases_c() {
                     let b: Vec<f32> = (0..k * n).map(|_| rng.f()).collect();
                     let c0: Vec<f32> = (0..m * n).map(|_| rng.f()).collect();
                     let spec = AsmGemm {
+                        tile: None,
                         m,
                         n,
                         k,
@@ -487,6 +487,7 @@ fn packed_b_tiles_and_prefetch() {
                     let mut c = random_case(&mut rng, m, n, k);
                     c.packed = true;
                     let spec = AsmGemm {
+                        tile: None,
                         m,
                         n,
                         k,

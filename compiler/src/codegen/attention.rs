@@ -301,6 +301,7 @@ fn key_block(
     let r = g.q_batch.len();
     // S = scale · Q[rows, D] · Kᵀ[D, j0..j0+n]
     let spec = GemmSpec {
+        tile: None,
         m: rows,
         n,
         k: g.d,
@@ -397,6 +398,7 @@ fn key_block(
     // O += P[rows, n] · V[j0..j0+n, Dv]
     let vb = k.index(h.v, j0, 4 * g.row(2) as i64);
     let spec = GemmSpec {
+        tile: None,
         m: rows,
         n: g.dv,
         k: n,

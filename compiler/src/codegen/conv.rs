@@ -317,6 +317,7 @@ impl<'g> Items<'g> {
         let kdim = g.c / g.group * g.kh * g.kw;
         let ohw = g.oh * g.ow;
         let spec = GemmSpec {
+            tile: None,
             m: g.m / g.group,
             n: if pointwise { ohw } else { rows * g.ow },
             k: kdim,
@@ -532,6 +533,7 @@ impl<'g> Items<'g> {
         let last = ranges.len() - 1;
         let ct = k.offset(col, (4 * kdim * wt) as i64);
         let spec_of = |i: usize, kk: usize| GemmSpec {
+            tile: None,
             m: n,
             n: m,
             k: kk,

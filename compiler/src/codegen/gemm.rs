@@ -9,6 +9,7 @@
 use super::kb::{InsExt, Kb, PTR, VF};
 use super::parallel;
 use super::x86;
+use crate::ir::GemmTile;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
@@ -42,6 +43,8 @@ pub struct GemmSpec {
     pub alpha: f32,
     pub bias: Option<Bias>,
     pub relu: bool,
+    /// The optimizer's blocking for the assembled kernel (None: its rule).
+    pub tile: Option<GemmTile>,
 }
 
 struct Ptrs {
@@ -334,6 +337,7 @@ fn asm_spec(s: &GemmSpec, b_packed: bool) -> x86::AsmGemm {
         bias: s.bias.map(|x| (x.strides.row, x.strides.col, x.beta)),
         relu: s.relu,
         b_packed,
+        tile: s.tile,
     }
 }
 

@@ -20,10 +20,22 @@ use crate::ir::{
 use cranelift_codegen::ir::types::I32;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+/// The op (without the optimizer's GEMM tiling, see [`gemm_tile`]) and its argument types.
 fn op_and_args(g: &Graph, id: ValueId) -> (&Op, Vec<&TensorType>) {
     match &g.value(id).kind {
-        ValueKind::Op { op, args } => (op, args.iter().map(|&a| g.ty(a)).collect()),
+        ValueKind::Op { op, args } => (op.base(), args.iter().map(|&a| g.ty(a)).collect()),
         _ => unreachable!("kernels are only built for op values"),
+    }
+}
+
+/// The GEMM blocking the optimizer chose for this MatMul/Gemm, if any.
+fn gemm_tile(g: &Graph, id: ValueId) -> Option<crate::ir::GemmTile> {
+    match &g.value(id).kind {
+        ValueKind::Op {
+            op: Op::Tiled { tile, .. },
+            ..
+        } => Some(*tile),
+        _ => None,
     }
 }
 
@@ -79,6 +91,7 @@ pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
             args[0].dtype
         )),
         Op::MatMul | Op::Gemm { .. } => need_f32(op.name()),
+        Op::Tiled { .. } => unreachable!("op_and_args strips the tiling"),
         Op::ConvImpl {
             group,
             algo: ConvAlgo::Depthwise,
@@ -338,9 +351,11 @@ pub fn emit(
             };
             elementwise::emit(k, &Expr::binary(*b, Expr::Input(0), rhs), &l, a, out);
         }
+        Op::Tiled { .. } => unreachable!("op_and_args strips the tiling"),
         Op::MatMul => {
             let cb = const_b(g, id, false);
-            matmul(k, args[0], args[1], y, a[0], a[1], out, cb.as_ref())
+            let tile = gemm_tile(g, id);
+            matmul(k, args[0], args[1], y, a[0], a[1], out, cb.as_ref(), tile)
         }
         Op::Gemm {
             alpha,
@@ -390,6 +405,7 @@ pub fn emit(
                 bias_arg = Some(out);
             }
             let spec = GemmSpec {
+                tile: gemm_tile(g, id),
                 m,
                 n,
                 k: kk,
@@ -755,6 +771,7 @@ fn matmul(
     b: Value,
     y: Value,
     cb: Option<&gemm::ConstB>,
+    tile: Option<crate::ir::GemmTile>,
 ) {
     let a2: Vec<usize> = if at.rank() == 1 {
         vec![1, at.shape[0]]
@@ -774,6 +791,7 @@ fn matmul(
     let sa = broadcast_strides(&a2[..a2.len() - 2], &batch);
     let sb = broadcast_strides(&b2[..b2.len() - 2], &batch);
     let spec = GemmSpec {
+        tile,
         m,
         n,
         k: kk,

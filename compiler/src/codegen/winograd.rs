@@ -62,6 +62,7 @@ pub fn tile_grid(oh: usize, ow: usize, pooled: Option<(usize, usize)>) -> (usize
 /// Panel width of the GEMMs' packed B for `m` output and `c` input channels.
 pub fn panel_cols(m: usize, c: usize) -> usize {
     let spec = x86::AsmGemm {
+        tile: None,
         m,
         n: 64,
         k: c,
@@ -331,6 +332,7 @@ impl<'g> Wino<'g> {
     fn spec_t(&self) -> GemmSpec {
         let (m, c, t) = (self.g.m, self.g.c, self.tr * self.tw);
         GemmSpec {
+            tile: None,
             m: t,
             n: m,
             k: c,
@@ -349,6 +351,7 @@ impl<'g> Wino<'g> {
     fn spec(&self) -> GemmSpec {
         let (m, c, np) = (self.g.m, self.g.c, self.np);
         GemmSpec {
+            tile: None,
             m,
             n: np,
             k: c,

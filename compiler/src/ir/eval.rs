@@ -102,6 +102,7 @@ pub fn eval_graph(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
 fn eval_data(op: &Op, args: &[&Tensor], out: &[usize]) -> Result<TensorData, String> {
     let a = args[0];
     Ok(match op {
+        Op::Tiled { op, .. } => eval_data(op, args, out)?,
         Op::Unary(u) => unary(*u, &a.data)?,
         Op::Binary(b) => binary(*b, a, args[1], out)?,
         Op::Where => {

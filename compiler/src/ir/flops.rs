@@ -12,7 +12,7 @@ pub fn flops(g: &Graph) -> u64 {
         };
         let out = v.ty.numel() as u64;
         let arg = |i: usize| g.ty(args[i]);
-        total += match op {
+        total += match op.base() {
             Op::MatMul => {
                 let a = arg(0);
                 let k = *a.shape.last().unwrap_or(&1) as u64;

@@ -197,6 +197,22 @@ pub enum ConvAlgo {
     Winograd { tile_rows: usize },
 }
 
+/// The GEMM blocking the optimizer chose for a MatMul/Gemm ([`Op::Tiled`]):
+/// a register tile of `mr` rows × `nv` vectors of columns, and `mc` rows of
+/// A per cache block (reread from L2 for every column panel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GemmTile {
+    pub mr: usize,
+    pub nv: usize,
+    pub mc: usize,
+}
+
+impl fmt::Display for GemmTile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}v,mc={}", self.mr, self.nv, self.mc)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PoolKind {
     Max,
@@ -303,6 +319,12 @@ pub enum Op {
         algo: ConvAlgo,
         relu: bool,
         pool: Option<Box<Window>>,
+    },
+    /// A MatMul or Gemm (`op`, same inputs and semantics) with the GEMM
+    /// blocking chosen by the optimizer's cost model.
+    Tiled {
+        tile: GemmTile,
+        op: Box<Op>,
     },
     /// N-d pooling, NCHW.
     Pool {
@@ -452,6 +474,7 @@ impl Op {
             Op::Gemm { .. } => "gemm",
             Op::Conv { .. } => "conv",
             Op::ConvImpl { .. } => "conv_impl",
+            Op::Tiled { .. } => "tiled",
             Op::Pool {
                 kind: PoolKind::Max,
                 ..
@@ -502,6 +525,11 @@ impl Op {
                 format!("alpha={alpha} beta={beta} trans_a={trans_a} trans_b={trans_b}{r}")
             }
             Op::Fused { expr } => format!("expr={expr}"),
+            Op::Tiled { tile, op } => {
+                let a = op.attrs();
+                let sep = if a.is_empty() { "" } else { " " };
+                format!("op={} tile={tile}{sep}{a}", op.name())
+            }
             Op::Conv { window, group } => format!("{} group={group}", window_attrs(window)),
             Op::ConvImpl {
                 window,
@@ -582,6 +610,15 @@ impl Op {
         }
     }
 
+    /// The op without its implementation choice ([`Op::Tiled`]'s MatMul or
+    /// Gemm): what kernels and analyses match on.
+    pub fn base(&self) -> &Op {
+        match self {
+            Op::Tiled { op, .. } => op,
+            o => o,
+        }
+    }
+
     /// Accepted input counts (inclusive range).
     pub fn arity(&self) -> (usize, usize) {
         match self {
@@ -595,6 +632,7 @@ impl Op {
             Op::Conv { .. } | Op::LayerNorm { .. } => (2, 3),
             Op::ConvImpl { .. } => (2, 4),
             Op::Gemm { .. } => (2, 4),
+            Op::Tiled { op, .. } => op.arity(),
             Op::Fused { expr } => (expr.arity(), expr.arity()),
             Op::Concat { .. } => (1, usize::MAX),
             Op::Attention { .. } => (3, 4),
@@ -675,6 +713,7 @@ impl Op {
                 Ok(TensorType::new(args[1].dtype, s))
             }
             Op::Cast { to } => Ok(TensorType::new(*to, a.shape.clone())),
+            Op::Tiled { op, .. } => op.infer(args),
             Op::MatMul => {
                 if args[0].dtype != args[1].dtype || args[0].dtype == DType::Bool {
                     return Err("matmul needs two f32 or two i64 operands".into());

@@ -121,6 +121,7 @@ pub const OP_NAMES: &[&str] = &[
     "gemm",
     "conv",
     "conv_impl",
+    "tiled",
     "max_pool",
     "avg_pool",
     "softmax",
@@ -183,6 +184,8 @@ pub struct Tables {
     pub l2_bytes: usize,
     /// The target has Winograd conv kernels (see `Machine::winograd`).
     pub winograd: bool,
+    /// The target's assembled GEMM level (see `Machine::asm_gemm`).
+    pub asm_gemm: Option<crate::codegen::x86::Level>,
     /// (rule, canonical match) pairs already applied.
     pub applied: std::collections::HashSet<(String, Vec<Id>)>,
 }

@@ -134,6 +134,7 @@ pub fn optimize(g: &Graph, m: &cost::Machine, limits: &Limits) -> (Graph, Stats)
         inputs: g.inputs.iter().map(|&i| g.ty(i).clone()).collect(),
         l2_bytes: m.l2_bytes,
         winograd: m.winograd,
+        asm_gemm: m.asm_gemm,
         ..Default::default()
     });
     let mut class_of: Vec<Id> = Vec::with_capacity(g.values.len());

@@ -561,6 +561,60 @@ fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     last
 }
 
+/// Every register tile and row block of the assembled GEMM kernels for a
+/// MatMul/Gemm that runs as one 2-D f32 product (see
+/// `x86::tile_candidates`), as `tiled` alternatives of its class.
+/// `NNC_FORCE_GEMM_TILE=<mr>x<nv>` keeps only that register tile (where it
+/// fits), to measure forced plans against the cost model's choice.
+fn gemm_tilings(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let level = eg.analysis.asm_gemm?;
+    let base = op(eg, s, "?g")?;
+    if !matches!(base, Op::MatMul | Op::Gemm { .. }) {
+        return None;
+    }
+    let args: Vec<Id> = ["?a", "?b", "?c", "?r"]
+        .iter()
+        .filter_map(|n| s.get(n.parse().ok()?).copied())
+        .collect();
+    let out = ty(eg, c)?;
+    let tys: Vec<TensorType> = args.iter().map(|&a| ty(eg, a)).collect::<Option<_>>()?;
+    if out.dtype != crate::ir::DType::F32 || tys.iter().any(|t| t.dtype != crate::ir::DType::F32) {
+        return None;
+    }
+    let refs: Vec<&TensorType> = tys.iter().collect();
+    let (m, n, k) = super::cost::gemm_dims(&base, &refs, &out)?;
+    let b_const = eg[args[1]].data.value.is_some();
+    let mut tiles = crate::codegen::x86::tile_candidates(m, n, k, b_const, level);
+    if let Ok(f) = std::env::var("NNC_FORCE_GEMM_TILE") {
+        let forced: Vec<_> = tiles
+            .iter()
+            .copied()
+            .filter(|t| format!("{}x{}", t.mr, t.nv) == f)
+            .collect();
+        if !forced.is_empty() {
+            tiles = forced;
+        } else {
+            tiles.truncate(1);
+        }
+    }
+    let mut last = None;
+    for tile in tiles {
+        let t = add_op(
+            eg,
+            &Op::Tiled {
+                tile,
+                op: Box::new(base.clone()),
+            },
+            &args,
+        );
+        if let Some(prev) = last {
+            eg.union(prev, t);
+        }
+        last = Some(t);
+    }
+    last
+}
+
 /// A 2-D 3×3 stride-1 single-group window: Winograd F(2,3) applies.
 fn winograd_window(w: &crate::ir::Window, group: usize) -> bool {
     group == 1 && w.kernel == [3, 3] && w.strides == [1, 1] && w.dilations == [1, 1]
@@ -798,6 +852,10 @@ pub fn rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
         rule("conv-residual", "(add ?ad ?cv ?r)", conv_residual),
         rule("conv-relu", "(relu ?r ?cv)", conv_relu_any),
         rule("conv-pool", "(max_pool ?p ?cv)", conv_pool),
+        rule("gemm-tilings", "(matmul ?g ?a ?b)", gemm_tilings),
+        rule("gemm-tilings-2", "(gemm ?g ?a ?b)", gemm_tilings),
+        rule("gemm-tilings-3", "(gemm ?g ?a ?b ?c)", gemm_tilings),
+        rule("gemm-tilings-4", "(gemm ?g ?a ?b ?c ?r)", gemm_tilings),
         rule("transpose-transpose", "(transpose ?t2 (transpose ?t1 ?x))", transpose_transpose),
         rule("transpose-identity", "(transpose ?t ?x)", transpose_identity),
         rule("reshape-transpose", "(reshape ?r (transpose ?t ?y))", reshape_of_transpose),

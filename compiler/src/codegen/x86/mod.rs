@@ -114,6 +114,9 @@ pub struct AsmGemm {
     pub relu: bool,
     /// B is in the layout [`pack_b`] produces for this spec and level.
     pub b_packed: bool,
+    /// Register tile and row block chosen by the optimizer (validated by
+    /// [`tile_fits`]); None: [`tiling`]'s rule.
+    pub tile: Option<crate::ir::GemmTile>,
 }
 
 /// Register tile and cache blocking.
@@ -138,9 +141,84 @@ pub struct Tiling {
     pub prefetch: bool,
 }
 
-/// The tiling [`assemble`] and [`pack_b`] use for `spec` at `level`.
+/// The tiling [`assemble`] and [`pack_b`] use for `spec` at `level`: the
+/// optimizer's register tile and row block when it chose one that fits,
+/// else the rule below.
 pub fn tiling(spec: &AsmGemm, level: Level) -> Tiling {
-    let (mr, nv) = match level {
+    let (mr, nv) = match spec.tile {
+        Some(t) if tile_fits(level, t.mr, t.nv) => (t.mr.min(spec.m.max(1)), t.nv),
+        _ => rule_tile(spec, level),
+    };
+    let mut t = blocking(spec, level, mr, nv);
+    if let Some(c) = spec.tile.filter(|t| tile_fits(level, t.mr, t.nv)) {
+        let mc = (c.mc / mr).max(1) * mr;
+        t.mc = if spec.m <= mc { spec.m.max(1) } else { mc };
+    }
+    t
+}
+
+/// An `mr × nv` register tile fits the level's registers (accumulators, B
+/// vectors and the broadcast registers).
+pub fn tile_fits(level: Level, mr: usize, nv: usize) -> bool {
+    mr > 0
+        && nv > 0
+        && match level {
+            Level::Avx512 => mr * nv + nv <= 30,
+            Level::Avx2Fma => mr * nv <= 12 && nv <= 2,
+        }
+}
+
+/// Register tiles and row blocks the optimizer prices for an `m×n×k` GEMM
+/// (B pre-packed when `b_const`): the rule's own tiling first, then the
+/// other tile shapes that fit the registers (tall-narrow, square-ish,
+/// wide), each with the rule's row block and one of half its size.
+pub fn tile_candidates(
+    m: usize,
+    n: usize,
+    k: usize,
+    b_const: bool,
+    level: Level,
+) -> Vec<crate::ir::GemmTile> {
+    let spec = AsmGemm {
+        m,
+        n,
+        k,
+        a_row: k,
+        a_col: 1,
+        b_row: n,
+        c_row: n,
+        alpha: 1.0,
+        bias: None,
+        relu: false,
+        b_packed: b_const,
+        tile: None,
+    };
+    let mut shapes = vec![rule_tile(&spec, level)];
+    let extra: &[(usize, usize)] = match level {
+        Level::Avx512 => &[(14, 2), (tall_mr(m), 2), (8, 3), (6, 4), (28, 1)],
+        Level::Avx2Fma => &[(6, 2), (4, 2), (12, 1)],
+    };
+    shapes.extend(extra.iter().map(|&(mr, nv)| (mr.min(m.max(1)), nv)));
+    let mut out: Vec<crate::ir::GemmTile> = Vec::new();
+    for (mr, nv) in shapes {
+        if !tile_fits(level, mr, nv) {
+            continue;
+        }
+        let mc = blocking(&spec, level, mr, nv).mc;
+        let half = (mc / 2 / mr).max(1) * mr;
+        for mc in [mc, half] {
+            let t = crate::ir::GemmTile { mr, nv, mc };
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
+    out
+}
+
+/// The rule's register tile (rows × vectors) for `spec`.
+fn rule_tile(spec: &AsmGemm, level: Level) -> (usize, usize) {
+    match level {
         // One vector of columns (attention's P·V with small heads): rows
         // are the only accumulator chains; tall tiles of equal height (no
         // short, latency-bound last tile).
@@ -154,7 +232,11 @@ pub fn tiling(spec: &AsmGemm, level: Level) -> Tiling {
         Level::Avx512 => (tall_mr(spec.m), 2),
         Level::Avx2Fma if spec.m <= 6 => (spec.m.max(1), 2),
         Level::Avx2Fma => (6, 2),
-    };
+    }
+}
+
+/// K and row blocking and B packing for an `mr × nv` tile.
+fn blocking(spec: &AsmGemm, level: Level, mr: usize, nv: usize) -> Tiling {
     // Runtime packing pays once the panel is reused by a few row tiles.
     let late_bias = spec.bias.is_some() && spec.alpha != 1.0;
     // B of one vector per row is read in place (masked): a copy would cost
