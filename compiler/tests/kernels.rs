@@ -2465,6 +2465,85 @@ fn conv_winograd_cases(mut ck: Checker) {
     ck.finish();
 }
 
+/// The channel-blocked layout: both conversions on any host, and the
+/// direct blocked conv (assembled for AVX-512) against the reference
+/// evaluator — blocked input, packed filters with bias, a blocked
+/// residual, relu; strides, pads (asymmetric too), dilation, 1×1 and 7×7
+/// windows, odd planes, batches, and enough output blocks to split over
+/// groups of tasks (a shorter last group too).
+#[test]
+fn conv_blocked() {
+    let mut ck = Checker::new("conv blocked");
+    let mut rng = Rng::new(41);
+    for shape in [vec![1, 16, 5, 7], vec![2, 48, 3, 1], vec![1, 32, 1, 1]] {
+        let x = randn(&mut rng, &shape);
+        ck.op(
+            &format!("to_blocked {shape:?}"),
+            Op::ToBlocked { cb: 16 },
+            vec![Arg::In(x)],
+            EXACT,
+        );
+        let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+        let xb = randn(&mut rng, &[n, c / 16, h, w, 16]);
+        ck.op(
+            &format!("from_blocked {shape:?}"),
+            Op::FromBlocked,
+            vec![Arg::In(xb)],
+            EXACT,
+        );
+    }
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        eprintln!("conv_blocked: direct conv skipped (no AVX-512 on this host)");
+        ck.finish();
+        return;
+    }
+    #[allow(clippy::type_complexity)]
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<usize>, Vec<usize>, [usize; 2], [usize; 2], [usize; 4])> = vec![
+        // x, w, strides, dilations, pads
+        (vec![1, 16, 9, 9], vec![16, 16, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+        (vec![2, 32, 14, 14], vec![48, 32, 3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
+        (vec![1, 64, 7, 7], vec![160, 64, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+        (vec![1, 32, 13, 11], vec![32, 32, 1, 1], [2, 2], [1, 1], [0, 0, 0, 0]),
+        (vec![1, 16, 23, 19], vec![32, 16, 7, 7], [2, 2], [1, 1], [3, 3, 3, 3]),
+        (vec![1, 16, 12, 10], vec![16, 16, 3, 3], [1, 1], [2, 2], [2, 0, 1, 3]),
+        (vec![1, 128, 4, 4], vec![256, 128, 3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+    ];
+    for (xs, ws, strides, dil, pads) in cases {
+        let window = win(&ws[2..], &strides, &dil, &pads, false);
+        let oh = window.out_size(0, xs[2]).unwrap();
+        let ow = window.out_size(1, xs[3]).unwrap();
+        let k = ws[1] * ws[2] * ws[3];
+        for (bias, residual, relu) in [
+            (false, false, false),
+            (true, false, true),
+            (true, true, true),
+        ] {
+            let mut ts = vec![
+                randn(&mut rng, &[xs[0], xs[1] / 16, xs[2], xs[3], 16]),
+                randn(&mut rng, &ws),
+            ];
+            if bias || residual {
+                ts.push(randn(&mut rng, &[ws[0]]));
+            }
+            if residual {
+                ts.push(randn(&mut rng, &[xs[0], ws[0] / 16, oh, ow, 16]));
+            }
+            let op = Op::ConvBlocked {
+                window: window.clone(),
+                relu,
+            };
+            ck.op(
+                &format!("blocked x{xs:?} w{ws:?} s{strides:?} d{dil:?} p{pads:?} bias {bias} residual {residual} relu {relu}"),
+                op,
+                args_with_consts(ts, &[1, 2]),
+                accum_tol(k, 4.0),
+            );
+        }
+    }
+    ck.finish();
+}
+
 /// Attention through strided views, as the optimizer builds them around
 /// head-split reshapes/transposes: q and v read from [L, heads, D (+pad)]
 /// projection-style buffers at an offset, kᵀ from padded rows, the result

@@ -92,6 +92,21 @@ pub fn check(g: &Graph, id: ValueId) -> Result<(), String> {
         )),
         Op::MatMul | Op::Gemm { .. } => need_f32(op.name()),
         Op::Tiled { .. } => unreachable!("op_and_args strips the tiling"),
+        Op::ToBlocked { .. } | Op::FromBlocked => need_f32(op.name()),
+        Op::ConvBlocked { .. }
+            if g.as_const(value_arg(g, id, 1)).is_none()
+                || (args.len() > 2 && g.as_const(value_arg(g, id, 2)).is_none()) =>
+        {
+            Err(
+                "conv_blocked needs constant filters and bias (they are packed at compile time)"
+                    .into(),
+            )
+        }
+        Op::ConvBlocked { .. } if args[0].shape[4] != super::x86::dconv::CB => Err(format!(
+            "conv_blocked has a kernel for {}-channel blocks only",
+            super::x86::dconv::CB
+        )),
+        Op::ConvBlocked { .. } => Ok(()),
         Op::ConvImpl {
             group,
             algo: ConvAlgo::Depthwise,
@@ -352,6 +367,46 @@ pub fn emit(
             elementwise::emit(k, &Expr::binary(*b, Expr::Input(0), rhs), &l, a, out);
         }
         Op::Tiled { .. } => unreachable!("op_and_args strips the tiling"),
+        Op::ToBlocked { cb } => super::blocked::to_blocked(k, &args[0].shape, *cb, a[0], out),
+        Op::FromBlocked => super::blocked::from_blocked(k, &args[0].shape, a[0], out),
+        Op::ConvBlocked { window, relu } => {
+            let spec = super::blocked::spec(
+                window,
+                &args[0].shape,
+                &args[1].shape,
+                &y.shape,
+                *relu,
+                args.len() == 4,
+            );
+            let w_id = value_arg(g, id, 1);
+            let w = g
+                .as_const(w_id)
+                .and_then(|t| t.as_f32())
+                .expect("checked: constant filters");
+            let b_id = (args.len() > 2).then(|| value_arg(g, id, 2));
+            let bias = b_id.map(|b| {
+                g.as_const(b)
+                    .and_then(|t| t.as_f32())
+                    .expect("checked: constant bias")
+            });
+            let key = format!("v{} v{:?}", w_id.index(), b_id.map(|b| b.index()));
+            let done = super::blocked::emit(
+                k,
+                &spec,
+                y.shape[0],
+                a[0],
+                w,
+                bias,
+                &key,
+                a.get(3).copied(),
+                out,
+            );
+            assert!(
+                done,
+                "conv_blocked: no assembled AVX-512 kernel for {spec:?} (the optimizer offers \
+                 this op only where it assembles)"
+            );
+        }
         Op::MatMul => {
             let cb = const_b(g, id, false);
             let tile = gemm_tile(g, id);

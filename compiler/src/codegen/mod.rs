@@ -7,6 +7,7 @@
 //! fixed-name twins `nnc_model_run` / `nnc_model_info` for generic loaders.
 
 mod attention;
+pub mod blocked;
 mod conv;
 mod dwconv;
 mod elementwise;

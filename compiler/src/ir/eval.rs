@@ -103,6 +103,47 @@ fn eval_data(op: &Op, args: &[&Tensor], out: &[usize]) -> Result<TensorData, Str
     let a = args[0];
     Ok(match op {
         Op::Tiled { op, .. } => eval_data(op, args, out)?,
+        Op::ToBlocked { cb } => {
+            let (n, c, h, w) = (a.shape[0], a.shape[1], a.shape[2], a.shape[3]);
+            let t = Tensor::f32(vec![n, c / cb, *cb, h * w], f32s(a)?.to_vec())?;
+            eval_op(
+                &Op::Transpose {
+                    perm: vec![0, 1, 3, 2],
+                },
+                &[&t],
+            )?
+            .data
+        }
+        Op::FromBlocked => {
+            let s = &a.shape;
+            let t = Tensor::f32(vec![s[0], s[1], s[2] * s[3], s[4]], f32s(a)?.to_vec())?;
+            eval_op(
+                &Op::Transpose {
+                    perm: vec![0, 1, 3, 2],
+                },
+                &[&t],
+            )?
+            .data
+        }
+        Op::ConvBlocked { window, relu } => {
+            let x = eval_op(&Op::FromBlocked, &[a])?;
+            let conv = Op::ConvImpl {
+                window: window.clone(),
+                group: 1,
+                algo: super::ConvAlgo::Im2col { chunk_rows: 1 },
+                relu: *relu,
+                pool: None,
+            };
+            let r = match args.get(3) {
+                Some(r) => Some(eval_op(&Op::FromBlocked, &[r])?),
+                None => None,
+            };
+            let mut cargs: Vec<&Tensor> = vec![&x];
+            cargs.extend(&args[1..args.len().min(3)]);
+            cargs.extend(r.as_ref());
+            let y = eval_op(&conv, &cargs)?;
+            eval_op(&Op::ToBlocked { cb: a.shape[4] }, &[&y])?.data
+        }
         Op::Unary(u) => unary(*u, &a.data)?,
         Op::Binary(b) => binary(*b, a, args[1], out)?,
         Op::Where => {

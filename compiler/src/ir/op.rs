@@ -326,6 +326,24 @@ pub enum Op {
         tile: GemmTile,
         op: Box<Op>,
     },
+    /// NCHW → channel-blocked NCHWc: `[N, C, H, W]` becomes
+    /// `[N, C/cb, H, W, cb]` (channel `c` at block `c / cb`, lane `c % cb`;
+    /// C a multiple of `cb`). The layout of the direct conv kernels, where
+    /// one pixel's channel block is one vector.
+    ToBlocked {
+        cb: usize,
+    },
+    /// Channel-blocked → NCHW, the inverse of [`Op::ToBlocked`].
+    FromBlocked,
+    /// 2-D convolution on channel-blocked tensors, computed directly (no
+    /// unfold): X `[N, C/cb, H, W, cb]`, W `[M, C, kh, kw]` (ordinary
+    /// filters, constant; the kernel packs them), bias `[M]`, and a
+    /// residual in the result's layout (only after a bias); result
+    /// `[N, M/cb, OH, OW, cb]` = blocked(relu?(conv(x, W) + b + r)).
+    ConvBlocked {
+        window: Window,
+        relu: bool,
+    },
     /// N-d pooling, NCHW.
     Pool {
         kind: PoolKind,
@@ -475,6 +493,9 @@ impl Op {
             Op::Conv { .. } => "conv",
             Op::ConvImpl { .. } => "conv_impl",
             Op::Tiled { .. } => "tiled",
+            Op::ToBlocked { .. } => "to_blocked",
+            Op::FromBlocked => "from_blocked",
+            Op::ConvBlocked { .. } => "conv_blocked",
             Op::Pool {
                 kind: PoolKind::Max,
                 ..
@@ -525,6 +546,12 @@ impl Op {
                 format!("alpha={alpha} beta={beta} trans_a={trans_a} trans_b={trans_b}{r}")
             }
             Op::Fused { expr } => format!("expr={expr}"),
+            Op::ToBlocked { cb } => format!("cb={cb}"),
+            Op::FromBlocked => String::new(),
+            Op::ConvBlocked { window, relu } => {
+                let r = if *relu { " relu=true" } else { "" };
+                format!("{}{r}", window_attrs(window))
+            }
             Op::Tiled { tile, op } => {
                 let a = op.attrs();
                 let sep = if a.is_empty() { "" } else { " " };
@@ -633,6 +660,8 @@ impl Op {
             Op::ConvImpl { .. } => (2, 4),
             Op::Gemm { .. } => (2, 4),
             Op::Tiled { op, .. } => op.arity(),
+            Op::ToBlocked { .. } | Op::FromBlocked => (1, 1),
+            Op::ConvBlocked { .. } => (2, 4),
             Op::Fused { expr } => (expr.arity(), expr.arity()),
             Op::Concat { .. } => (1, usize::MAX),
             Op::Attention { .. } => (3, 4),
@@ -714,6 +743,60 @@ impl Op {
             }
             Op::Cast { to } => Ok(TensorType::new(*to, a.shape.clone())),
             Op::Tiled { op, .. } => op.infer(args),
+            Op::ToBlocked { cb } => {
+                f32_only("to_blocked")?;
+                let s = &a.shape;
+                if s.len() != 4 || *cb == 0 || s[1] % cb != 0 {
+                    return Err(format!(
+                        "to_blocked needs [N, C, H, W] with C a multiple of {cb}, got {s:?}"
+                    ));
+                }
+                Ok(TensorType::new(
+                    a.dtype,
+                    vec![s[0], s[1] / cb, s[2], s[3], *cb],
+                ))
+            }
+            Op::FromBlocked => {
+                f32_only("from_blocked")?;
+                let s = &a.shape;
+                if s.len() != 5 {
+                    return Err(format!("from_blocked needs [N, Cb, H, W, cb], got {s:?}"));
+                }
+                Ok(TensorType::new(
+                    a.dtype,
+                    vec![s[0], s[1] * s[4], s[2], s[3]],
+                ))
+            }
+            Op::ConvBlocked { window, .. } => {
+                f32_only("conv_blocked")?;
+                let (x, w) = (&args[0].shape, &args[1].shape);
+                if x.len() != 5 || w.len() != 4 || window.spatial_rank() != 2 {
+                    return Err(format!(
+                        "conv_blocked needs a blocked 2-D input and [M, C, kh, kw] filters, got {x:?} and {w:?}"
+                    ));
+                }
+                let cb = x[4];
+                if x[1] * cb != w[1] || w[0] % cb != 0 || window.kernel[..] != w[2..] {
+                    return Err(format!(
+                        "conv_blocked: input {x:?} and filters {w:?} disagree (block {cb})"
+                    ));
+                }
+                window.validate()?;
+                let shape = vec![
+                    x[0],
+                    w[0] / cb,
+                    window.out_size(0, x[2])?,
+                    window.out_size(1, x[3])?,
+                    cb,
+                ];
+                if args.get(2).is_some_and(|b| b.shape != [w[0]]) {
+                    return Err("conv_blocked: bias must be [M]".into());
+                }
+                if args.get(3).is_some_and(|r| r.shape != shape) {
+                    return Err("conv_blocked: residual must have the result's shape".into());
+                }
+                Ok(TensorType::new(DType::F32, shape))
+            }
             Op::MatMul => {
                 if args[0].dtype != args[1].dtype || args[0].dtype == DType::Bool {
                     return Err("matmul needs two f32 or two i64 operands".into());

@@ -27,6 +27,9 @@ pub struct Machine {
     /// The assembled GEMM kernels' level, whose register tiles and row
     /// blocks the optimizer chooses (None: fixed Cranelift tiles).
     pub asm_gemm: Option<crate::codegen::x86::Level>,
+    /// The optimizer offers the direct conv on channel-blocked tensors
+    /// (assembled for AVX-512 only).
+    pub blocked_conv: bool,
     /// The optimizer offers Winograd F(2,3) convs (assembled transforms on
     /// AVX-512, the portable f32x4 ones elsewhere).
     pub winograd: bool,
@@ -47,6 +50,7 @@ impl Machine {
             dram_gbs: 15.0,
             cores: 2,
             asm_gemm: Some(crate::codegen::x86::Level::Avx512),
+            blocked_conv: true,
             winograd: true,
         }
     }
@@ -64,6 +68,7 @@ impl Machine {
             dram_gbs: 12.0,
             cores: 2,
             asm_gemm: Some(crate::codegen::x86::Level::Avx2Fma),
+            blocked_conv: false,
             winograd: true,
         }
     }
@@ -81,6 +86,7 @@ impl Machine {
             dram_gbs: 12.0,
             cores: 2,
             asm_gemm: None,
+            blocked_conv: false,
             winograd: true,
         }
     }
@@ -98,6 +104,7 @@ impl Machine {
             dram_gbs: 20.0,
             cores: 4,
             asm_gemm: None,
+            blocked_conv: false,
             winograd: true,
         }
     }
@@ -122,7 +129,20 @@ fn unary_weight(u: &UnaryOp) -> f64 {
 }
 
 /// Estimated time of `op` with argument types `args` producing `out`.
+/// `NNC_FORCE_CONV=blocked` (a measurement switch: forced plans against
+/// the model's choice) prices every NCHW conv 1000× so extraction takes
+/// the blocked direct conv wherever it is offered.
 pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f64 {
+    let t = model_ns(m, op, args, out);
+    if matches!(op, Op::Conv { .. } | Op::ConvImpl { .. })
+        && std::env::var("NNC_FORCE_CONV").is_ok_and(|f| f == "blocked")
+    {
+        return 1000.0 * t;
+    }
+    t
+}
+
+fn model_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f64 {
     let in_bytes: usize = args.iter().map(|t| t.bytes()).sum();
     let mem = m.mem_ns(in_bytes + out.bytes());
     let n = out.numel() as f64;
@@ -228,6 +248,14 @@ pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f6
                 }
                 None => conv_ns(m, window, *group, *algo, args, out) + mem,
             },
+            // A layout change is a transpose of each channel block against
+            // its pixels.
+            Op::ToBlocked { .. } | Op::FromBlocked => 2.0 * mem,
+            Op::ConvBlocked { window, .. } => {
+                let taps: usize = window.kernel.iter().product();
+                let flops = 2.0 * n * (args[1].shape[1] * taps) as f64;
+                flops / (m.gemm_gflops * direct_conv_eff(out)) + mem
+            }
             Op::Unary(u) => n * unary_weight(u) / m.elem_gops + mem,
             Op::Binary(_) | Op::Where | Op::Cast { .. } => n / m.elem_gops + mem,
             // One pass over memory for the whole chain.
@@ -330,6 +358,13 @@ pub fn gemm_tile_ns(m: &Machine, mm: usize, n: usize, k: usize, t: crate::ir::Ge
     let a = panels * (4 * mm * k) as f64 / bw(4 * mc * k);
     let b = row_blocks * (4 * k * n) as f64 / bw(4 * k * n);
     compute.max(a + b) + m.mem_ns(4 * mm * n)
+}
+
+/// Fraction of the GEMM throughput the direct blocked conv reaches on an
+/// output of this shape (`[N, M/16, OH, OW, 16]`).
+pub fn direct_conv_eff(out: &TensorType) -> f64 {
+    let _ = out;
+    0.8
 }
 
 /// A conv with a fused max pool: per chunk of `chunk_rows` pooled rows the

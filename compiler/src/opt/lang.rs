@@ -122,6 +122,9 @@ pub const OP_NAMES: &[&str] = &[
     "conv",
     "conv_impl",
     "tiled",
+    "to_blocked",
+    "from_blocked",
+    "conv_blocked",
     "max_pool",
     "avg_pool",
     "softmax",
@@ -184,6 +187,10 @@ pub struct Tables {
     pub l2_bytes: usize,
     /// The target has Winograd conv kernels (see `Machine::winograd`).
     pub winograd: bool,
+    /// The target has the channel-blocked direct conv (`Machine::blocked_conv`).
+    pub blocked_conv: bool,
+    /// Direct conv geometries already tried: whether their kernels assemble.
+    pub blocked_ok: HashMap<String, bool>,
     /// The target's assembled GEMM level (see `Machine::asm_gemm`).
     pub asm_gemm: Option<crate::codegen::x86::Level>,
     /// (rule, canonical match) pairs already applied.

@@ -135,6 +135,7 @@ pub fn optimize(g: &Graph, m: &cost::Machine, limits: &Limits) -> (Graph, Stats)
         l2_bytes: m.l2_bytes,
         winograd: m.winograd,
         asm_gemm: m.asm_gemm,
+        blocked_conv: m.blocked_conv,
         ..Default::default()
     });
     let mut class_of: Vec<Id> = Vec::with_capacity(g.values.len());

@@ -534,6 +534,7 @@ fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
         algos.retain(|a| match (f.as_str(), a) {
             ("im2col", ConvAlgo::Im2col { chunk_rows }) => *chunk_rows == oh.max(1),
             ("chunked", ConvAlgo::Im2col { chunk_rows }) => *chunk_rows < oh || algos_len_one(oh),
+            ("blocked", _) => true,
             ("pointwise", ConvAlgo::Pointwise)
             | ("depthwise", ConvAlgo::Depthwise)
             | ("winograd", ConvAlgo::Winograd { .. }) => true,
@@ -613,6 +614,72 @@ fn gemm_tilings(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
         last = Some(t);
     }
     last
+}
+
+/// A 2-D single-group conv (with its fused relu and residual) as the direct
+/// conv on channel-blocked tensors, between layout changes:
+/// `from_blocked(conv_blocked(to_blocked(x), w, b, to_blocked(r)))`. The
+/// layout changes of consecutive convs cancel (`blocked-roundtrip`), so a
+/// chain that extraction keeps blocked converts once at each end. Offered
+/// where the kernel assembles, for channel counts that are whole blocks.
+fn conv_blocked(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    use crate::codegen::{blocked, x86::dconv::CB};
+    if !eg.analysis.blocked_conv {
+        return None;
+    }
+    let Op::ConvImpl {
+        window,
+        group: 1,
+        relu,
+        pool: None,
+        ..
+    } = op(eg, s, "?c")?
+    else {
+        return None;
+    };
+    let (x, w) = (v(s, "?x"), v(s, "?w"));
+    let b = s.get("?b".parse().ok()?).copied();
+    let r = s.get("?r".parse().ok()?).copied();
+    let (xt, wt, out) = (ty(eg, x)?, ty(eg, w)?, ty(eg, c)?);
+    if window.spatial_rank() != 2
+        || xt.dtype != crate::ir::DType::F32
+        || xt.shape[1] % CB != 0
+        || wt.shape[0] % CB != 0
+        || value(eg, w).is_none()
+        || b.is_some_and(|b| value(eg, b).is_none())
+        || !winograd_sized(&xt.shape, &out.shape)
+    {
+        return None;
+    }
+    let spec = blocked::spec(&window, &xt.shape, &wt.shape, &out.shape, relu, r.is_some());
+    let key = format!("{spec:?}");
+    let ok = match eg.analysis.blocked_ok.get(&key) {
+        Some(&ok) => ok,
+        None => {
+            let ok = blocked::assembles(&spec);
+            eg.analysis.blocked_ok.insert(key, ok);
+            ok
+        }
+    };
+    if !ok {
+        return None;
+    }
+    let to = Op::ToBlocked { cb: CB };
+    let mut args = vec![add_op(eg, &to, &[x]), w];
+    args.extend(b);
+    if let Some(r) = r {
+        args.push(add_op(eg, &to, &[r]));
+    }
+    let y = add_op(eg, &Op::ConvBlocked { window, relu }, &args);
+    let back = add_op(eg, &Op::FromBlocked, &[y]);
+    same_type(eg, c, back).then_some(back)
+}
+
+/// to_blocked(from_blocked(y)) = y: every blocked tensor is a whole number
+/// of channel blocks, so the round trip is exact.
+fn blocked_roundtrip(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
+    let y = v(s, "?y");
+    same_type(eg, c, y).then_some(y)
 }
 
 /// A 2-D 3×3 stride-1 single-group window: Winograd F(2,3) applies.
@@ -852,6 +919,10 @@ pub fn rules() -> Vec<Rewrite<Nnc, super::lang::Tables>> {
         rule("conv-residual", "(add ?ad ?cv ?r)", conv_residual),
         rule("conv-relu", "(relu ?r ?cv)", conv_relu_any),
         rule("conv-pool", "(max_pool ?p ?cv)", conv_pool),
+        rule("conv-blocked", "(conv_impl ?c ?x ?w)", conv_blocked),
+        rule("conv-blocked-bias", "(conv_impl ?c ?x ?w ?b)", conv_blocked),
+        rule("conv-blocked-residual", "(conv_impl ?c ?x ?w ?b ?r)", conv_blocked),
+        rule("blocked-roundtrip", "(to_blocked ?t (from_blocked ?f ?y))", blocked_roundtrip),
         rule("gemm-tilings", "(matmul ?g ?a ?b)", gemm_tilings),
         rule("gemm-tilings-2", "(gemm ?g ?a ?b)", gemm_tilings),
         rule("gemm-tilings-3", "(gemm ?g ?a ?b ?c)", gemm_tilings),
