@@ -201,6 +201,10 @@ const T_XADJ: i32 = 24;
 const T_WADJ: i32 = 32;
 const T_WPART: i32 = 40;
 
+/// r13 points this many bytes past the tile's first input pixel, so the
+/// broadcasts of 16 pixels fit a compressed 8-bit displacement (±127·4).
+const X_BIAS: i64 = 512;
+
 fn err(msg: impl Into<String>) -> AsmError {
     AsmError(msg.into())
 }
@@ -256,8 +260,9 @@ struct Gen<'a> {
 }
 
 // Registers. rdi: x; rsi: weights of the group; rdx: residual row; rcx: output
-// row; rbx: row-table entry; r15: rows left; r8: groups left; rbp: tiles
-// left in a segment, r10/r11: its x / output column offsets (bytes); r13/r14:
+// row; rbx: row-table entry; r15: rows left; [rsp]: groups left; rbp: tiles
+// left in a segment, r10/r11: its x / output column offsets (bytes); r9/r8:
+// 1 and 3 weight blocks in bytes (index registers); r13/r14:
 // running x / weight pointers; eax: input blocks left; r12: taps rows left.
 impl<'a> Gen<'a> {
     fn new(s: &'a DirectConv) -> Result<Self, AsmError> {
@@ -319,6 +324,9 @@ impl<'a> Gen<'a> {
         }
         let nb = nb_for(s);
         let main = s.mb / nb;
+        let bl4 = (block_len(s) * 4) as u64;
+        self.a.mov(r9, bl4)?;
+        self.a.mov(r8, 3 * bl4)?;
         if main > 0 {
             self.group_loop(tile_for(s.ow, nb), main)?;
         }
@@ -343,7 +351,7 @@ impl<'a> Gen<'a> {
         let s = self.s;
         let mut l_grp = self.a.create_label();
         if groups > 1 {
-            self.a.mov(r8d, groups as u32)?;
+            self.a.push(groups as i32)?;
         }
         self.a.set_label(&mut l_grp)?;
         self.a.lea(rbx, ptr(self.table))?;
@@ -371,8 +379,9 @@ impl<'a> Gen<'a> {
         }
         self.a.add(rsi, i32_of((t.nb * block_len(s) * 4) as i64)?)?;
         if groups > 1 {
-            self.a.dec(r8)?;
+            self.a.dec(qword_ptr(rsp))?;
             self.a.jne(l_grp)?;
+            self.a.pop(rax)?;
         }
         Ok(())
     }
@@ -385,7 +394,7 @@ impl<'a> Gen<'a> {
             return self.tile(t, seg, Some((x_col(seg.ox0), seg.ox0 * CB * 4)));
         }
         self.a.mov(ebp, seg.count as u32)?;
-        self.a.mov(r10, x_col(seg.ox0))?;
+        self.a.mov(r10, x_col(seg.ox0) + X_BIAS)?;
         self.a.mov(r11, (seg.ox0 * CB * 4) as u64)?;
         let mut l = self.a.create_label();
         self.a.set_label(&mut l)?;
@@ -422,8 +431,7 @@ impl<'a> Gen<'a> {
         self.a.mov(r13, qword_ptr(rbx + T_X))?;
         self.a.add(r13, rdi)?;
         match cols {
-            Some((xc, _)) if xc != 0 => self.a.add(r13, i32_of(xc)?)?,
-            Some(_) => {}
+            Some((xc, _)) => self.a.add(r13, i32_of(xc + X_BIAS)?)?,
             None => self.a.add(r13, r10)?,
         }
         self.a.mov(r14, qword_ptr(rbx + T_W))?;
@@ -501,7 +509,6 @@ impl<'a> Gen<'a> {
     /// One row of taps (all kx, `lanes` input channels) from r13/r14.
     fn taps(&mut self, t: Tile, seg: &Segment, lanes: usize) -> Result<(), AsmError> {
         let s = self.s;
-        let bl4 = (block_len(s) * 4) as i64;
         for kx in 0..s.kernel[1] {
             let pix: Vec<usize> = (0..seg.width).filter(|&p| seg.valid[p][kx]).collect();
             if pix.is_empty() {
@@ -510,13 +517,18 @@ impl<'a> Gen<'a> {
             for l in 0..lanes {
                 let wd = (((kx * lanes + l) * CB) * 4) as i64;
                 for o in 0..t.nb {
-                    self.a.vmovups(
-                        z(t.w0() + o),
-                        zmmword_ptr(r14 + i32_of(wd + o as i64 * bl4)?),
-                    )?;
+                    let d = i32_of(wd)?;
+                    let m = match o {
+                        0 => zmmword_ptr(r14 + d),
+                        1 => zmmword_ptr(r14 + r9 + d),
+                        2 => zmmword_ptr(r14 + r9 * 2 + d),
+                        _ => zmmword_ptr(r14 + r8 + d),
+                    };
+                    self.a.vmovups(z(t.w0() + o), m)?;
                 }
                 for &p in &pix {
-                    let xd = i32_of(((p * s.strides[1] + kx * s.dil[1]) * CB * 4 + l * 4) as i64)?;
+                    let xd = ((p * s.strides[1] + kx * s.dil[1]) * CB * 4 + l * 4) as i64;
+                    let xd = i32_of(xd - X_BIAS)?;
                     if t.emb {
                         for o in 0..t.nb {
                             self.a
