@@ -746,7 +746,7 @@ impl Op {
             Op::ToBlocked { cb } => {
                 f32_only("to_blocked")?;
                 let s = &a.shape;
-                if s.len() != 4 || *cb == 0 || s[1] % cb != 0 {
+                if s.len() != 4 || *cb == 0 || !s[1].is_multiple_of(*cb) {
                     return Err(format!(
                         "to_blocked needs [N, C, H, W] with C a multiple of {cb}, got {s:?}"
                     ));
