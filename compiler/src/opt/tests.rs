@@ -1078,3 +1078,121 @@ fn tiled_gemm_keeps_semantics() {
         assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{p} vs {q}");
     }
 }
+
+#[test]
+fn blocked_roundtrip_cancels() {
+    // to_blocked(from_blocked(y)) => y
+    let (mut g, x) = graph(&[&[1, 2, 3, 3, 16]]);
+    let a = op(&mut g, Op::FromBlocked, &[x[0]]);
+    let b = op(&mut g, Op::ToBlocked { cb: 16 }, &[a]);
+    g.add_output("y", b);
+    check(g, &[]);
+}
+
+/// A ResNet layer-4-shaped stage with `c` input channels: a stride-2 conv
+/// pair with a 1×1 downsample residual, then an identity block, then a
+/// global average pool (the convs' bias-free forms, relus fused).
+fn resnet_stage(c: usize, hw: usize) -> Graph {
+    let (mut g, x) = graph(&[&[1, c, hw, hw]]);
+    let win = |k: usize, s: usize, p: usize| Window {
+        kernel: vec![k, k],
+        strides: vec![s, s],
+        dilations: vec![1, 1],
+        pads: vec![p; 4],
+        ceil_mode: false,
+    };
+    let mut seed = 20;
+    let mut conv = |g: &mut Graph, x: ValueId, cin: usize, cout: usize, k: usize, s: usize| {
+        seed += 1;
+        let w = konst(g, &[cout, cin, k, k], seed);
+        let b = konst(g, &[cout], seed + 100);
+        op(
+            g,
+            Op::Conv {
+                window: win(k, s, k / 2),
+                group: 1,
+            },
+            &[x, w, b],
+        )
+    };
+    let relu = |g: &mut Graph, x| op(g, Op::Unary(UnaryOp::Relu), &[x]);
+    let m = 2 * c;
+    let a = conv(&mut g, x[0], c, m, 3, 2);
+    let a = relu(&mut g, a);
+    let a = conv(&mut g, a, m, m, 3, 1);
+    let d = conv(&mut g, x[0], c, m, 1, 2);
+    let s = bin(&mut g, BinaryOp::Add, a, d);
+    let y = relu(&mut g, s);
+    let b = conv(&mut g, y, m, m, 3, 1);
+    let b = relu(&mut g, b);
+    let b = conv(&mut g, b, m, m, 3, 1);
+    let s = bin(&mut g, BinaryOp::Add, b, y);
+    let z = relu(&mut g, s);
+    let p = op(
+        &mut g,
+        Op::Reduce {
+            op: ReduceOp::Mean,
+            axes: vec![2, 3],
+            keepdims: true,
+        },
+        &[z],
+    );
+    g.add_output("y", p);
+    g
+}
+
+#[test]
+fn blocked_chain_converts_once() {
+    // Layer 4 of ResNet-18 (256 → 512 channels, 7×7 outputs): on AVX-512
+    // the model keeps the whole stage in the blocked layout (one layout
+    // change in, one out, five direct convs with relus and both residuals
+    // fused); targets without the kernel never see the blocked ops.
+    let g = resnet_stage(256, 14);
+    let (o, _) = optimize(&g, &Machine::x86_64_avx512(), &Limits::default());
+    let count = |name: &str| ops(&o).iter().filter(|&&n| n == name).count();
+    let text = crate::ir::text::print(&o);
+    assert_eq!(count("conv_blocked"), 5, "{text}");
+    assert_eq!(
+        (count("to_blocked"), count("from_blocked")),
+        (1, 1),
+        "{text}"
+    );
+    assert_eq!(
+        count("add") + count("relu") + count("conv_impl"),
+        0,
+        "{text}"
+    );
+    for m in [
+        Machine::x86_64_avx2(),
+        Machine::x86_64_sse(),
+        Machine::aarch64(),
+    ] {
+        let (o, _) = optimize(&g, &m, &Limits::default());
+        assert!(!ops(&o).iter().any(|n| n.contains("blocked")), "{}", m.name);
+    }
+}
+
+#[test]
+fn blocked_chain_keeps_semantics() {
+    // The same stage, small enough for the reference evaluator (its
+    // blocked plan): both graphs agree.
+    let g = resnet_stage(16, 6);
+    let (o, _) = optimize(&g, &Machine::x86_64_avx512(), &Limits::default());
+    let inp = Tensor::f32(
+        vec![1, 16, 6, 6],
+        (0..576)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect(),
+    )
+    .unwrap();
+    let a = eval::eval_graph(&g, std::slice::from_ref(&inp)).unwrap();
+    let b = eval::eval_graph(&o, &[inp]).unwrap();
+    for (p, q) in a[0].as_f32().unwrap().iter().zip(b[0].as_f32().unwrap()) {
+        assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{p} vs {q}");
+    }
+    assert!(
+        ops(&o).contains(&"conv_blocked"),
+        "{}",
+        crate::ir::text::print(&o)
+    );
+}
