@@ -597,6 +597,44 @@ fn kernels_split_over_threads_bit_identically() {
         }
     }
 
+    // The blocked direct conv (AVX-512): output-channel groups as tasks
+    // (4 groups of 8 blocks; 3 groups, the last shorter), over a batch,
+    // with a blocked residual.
+    if x86("avx512f") {
+        for (xs, ws, residual) in [
+            ([1, 16, 14, 14, 16], [512, 256, 3, 3], false),
+            ([2, 2, 9, 9, 16], [112, 32, 3, 3], true),
+        ] {
+            let w = Window {
+                kernel: vec![3, 3],
+                strides: vec![2, 2],
+                dilations: vec![1, 1],
+                pads: vec![1; 4],
+                ceil_mode: false,
+            };
+            let oh = w.out_size(0, xs[2]).unwrap();
+            let mut args = vec![
+                Arg::In(rng.tensor(&xs)),
+                Arg::Const(rng.tensor(&ws)),
+                Arg::Const(rng.tensor(&ws[..1])),
+            ];
+            if residual {
+                args.push(Arg::In(rng.tensor(&[xs[0], ws[0] / 16, oh, oh, 16])));
+            }
+            check(
+                &pools,
+                f,
+                &format!("conv blocked x{xs:?} w{ws:?} residual {residual}"),
+                Op::ConvBlocked {
+                    window: w,
+                    relu: true,
+                },
+                args,
+                ws[1] * 9,
+            );
+        }
+    }
+
     // Pooling.
     check(
         &pools,
