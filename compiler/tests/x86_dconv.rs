@@ -476,10 +476,14 @@ fn dconv_throughput() {
             geo(3, [224, 224], 64, [7, 7], [2, 2], [3; 4]),
         ),
     ];
+    // DCONV_SHAPE=substring runs only the matching shapes.
+    let only = std::env::var("DCONV_SHAPE").ok();
+    let picked = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let peak = fma_peak();
     println!("single-core FMA peak (24 independent zmm chains): {peak:.1} GFLOP/s");
     println!("nominal: 2·M·C·KH·KW·OH·OW; executed: padding taps (skipped) left out");
-    for (name, g) in shapes {
+    println!("warm: the same weights every call (cache-resident when they fit)");
+    for &(name, g) in shapes.iter().filter(|(n, _)| picked(n)) {
         let n = g.m.div_ceil(CB);
         let s = g.spec(0, n, true, false);
         let [oh, ow] = g.out();
@@ -504,6 +508,54 @@ fn dconv_throughput() {
             code.len()
         );
     }
+    println!("cold: each call reads a different copy of the weights ({COLD_BYTES_MB} MB in all, past the L3)");
+    for &(name, g) in shapes[2..4].iter().filter(|(n, _)| picked(n)) {
+        let (gf, us, copies) = cold_throughput(&g);
+        println!(
+            "{name:24} {gf:7.1} GFLOP/s {:5.1}%  {us:8.1} us/call  ({copies} weight copies)",
+            100.0 * gf / peak
+        );
+    }
+}
+
+/// Total bytes of weight copies the cold runs cycle through, in MB: more
+/// than the 260 MB L3 of the Sapphire Rapids host, so every call's weights
+/// come from DRAM.
+const COLD_BYTES_MB: usize = 320;
+
+/// Nominal GFLOP/s, µs per call and the number of copies when every call
+/// reads its weights from DRAM: calls cycle through distinct copies of the
+/// packed weights (best mean over a few full cycles).
+fn cold_throughput(g: &Geo) -> (f64, f64, usize) {
+    let n = g.m.div_ceil(CB);
+    let s = g.spec(0, n, true, false);
+    let [oh, ow] = g.out();
+    let code = assemble(&s, Level::Avx512).unwrap();
+    let d = data(g, 9, true, false);
+    let x = to_blocked(&d.x, g.c, g.h * g.w, 0.0);
+    let w = pack_weights(&s, &d.w, d.bias.as_deref());
+    let copies = (COLD_BYTES_MB << 20).div_ceil(w.len() * 4).max(16);
+    // One allocation, each copy 4 KiB aligned (no copy shares a line).
+    let stride = w.len().next_multiple_of(1024);
+    let mut ws = vec![0.0f32; copies * stride + 1024];
+    let off = ws.as_ptr().align_offset(4096);
+    for i in 0..copies {
+        ws[off + i * stride..off + i * stride + w.len()].copy_from_slice(&w);
+    }
+    let mut out = vec![0.0f32; n * oh * ow * CB];
+    let jit = asm_jit::jit::<Fn4>(&code);
+    let flops = 2.0 * (g.m * g.c * g.k[0] * g.k[1] * oh * ow) as f64;
+    let mut best = f64::MAX;
+    for _ in 0..4 {
+        let t = std::time::Instant::now();
+        for i in 0..copies {
+            let wp = ws[off + i * stride..].as_ptr();
+            // SAFETY: buffers sized for the spec.
+            unsafe { (jit.f)(x.as_ptr(), wp, std::ptr::null(), out.as_mut_ptr()) };
+        }
+        best = best.min(t.elapsed().as_secs_f64() / copies as f64);
+    }
+    (flops / best / 1e9, best * 1e6, copies)
 }
 
 /// Taps (output pixel, kernel position) that read the input, not padding.
