@@ -407,6 +407,43 @@ fn tile_shapes() {
     case(geo(3, [4, 60], 50, [1, 1], [1, 1], [0; 4]), 530);
 }
 
+/// Input-channel chunks (small output planes: a group's weights split into
+/// chunks of ~24 KB, the partial sums kept in `out` between chunks): three
+/// or more chunks, a last chunk shorter than the others, with and without
+/// the partial input block (alone or after full blocks), rows of padding
+/// only, interior column-tile runs; every case with bias / residual / relu
+/// and output lanes past `m`.
+#[test]
+fn input_chunks() {
+    if !has_avx512() {
+        return;
+    }
+    // 3×3, 3 blocks per tile (1 input block per chunk): 8 chunks, the last
+    // the partial block alone; m = 80: a tail group of 2 blocks.
+    case(geo(120, [7, 7], 80, [3, 3], [1, 1], [1; 4]), 600);
+    case(geo(120, [7, 7], 40, [3, 3], [1, 1], [1; 4]), 601);
+    // One block per tile (the single-block ranges: 2 input blocks per
+    // chunk): 88 = 5 full + 8 lanes → chunks 2, 2, 1 full + partial; 80 →
+    // 2, 2, 1 (short, no partial block).
+    case(geo(88, [5, 7], 33, [3, 3], [1, 1], [1; 4]), 602);
+    case(geo(80, [6, 5], 33, [3, 3], [1, 1], [1; 4]), 603);
+    // 1×1: 8 input blocks per chunk with 3 output blocks: 300 = 18 full +
+    // 12 lanes → 8, 8, 2 full + partial; 1×3 (2 per chunk with 4 blocks).
+    case(geo(300, [7, 7], 48, [1, 1], [1, 1], [0; 4]), 604);
+    case(geo(200, [9, 5], 70, [1, 3], [1, 1], [0, 1, 0, 1]), 605);
+    // 14 wide (2 blocks per tile), stride 2 from 14×14 to 7×7.
+    case(geo(100, [14, 14], 36, [3, 3], [1, 1], [1; 4]), 606);
+    case(geo(72, [14, 14], 48, [3, 3], [2, 2], [1, 1, 1, 1]), 607);
+    // Padding beyond the kernel reach: rows and columns of bias only.
+    case(geo(40, [5, 5], 16, [3, 3], [1, 1], [3, 3, 3, 3]), 608);
+    // Several identical interior column tiles per row (run-time loop).
+    case(geo(40, [2, 60], 32, [3, 3], [1, 1], [1; 4]), 609);
+    // 5×5 with dilation 2.
+    let mut g = geo(50, [9, 9], 20, [5, 5], [1, 1], [4; 4]);
+    g.d = [2, 2];
+    case(g, 610);
+}
+
 /// The comparison must reject references that differ from the kernel's
 /// semantics by one padding step or one tap.
 #[test]
@@ -509,7 +546,12 @@ fn dconv_throughput() {
         );
     }
     println!("cold: each call reads a different copy of the weights ({COLD_BYTES_MB} MB in all, past the L3)");
-    for &(name, g) in shapes[2..4].iter().filter(|(n, _)| picked(n)) {
+    let cold = if std::env::var("DCONV_COLD_ALL").is_ok() {
+        &shapes[..]
+    } else {
+        &shapes[2..4]
+    };
+    for &(name, g) in cold.iter().filter(|(n, _)| picked(n)) {
         let (gf, us, copies) = cold_throughput(&g);
         println!(
             "{name:24} {gf:7.1} GFLOP/s {:5.1}%  {us:8.1} us/call  ({copies} weight copies)",
