@@ -42,18 +42,36 @@
 //! `vbroadcastss` and `nb` FMAs. A group of `mb mod nb` blocks at the end
 //! gets its own tile.
 //!
-//! Loops, outermost first: groups of `nb` blocks (run time), output rows (run
-//! time), column tiles of the row (static, identical consecutive tiles —
-//! the interior ones — as one run-time loop), full input blocks (run time),
-//! valid tap rows (run time), then tap columns × lanes unrolled; the partial
-//! last input block (`c mod 16` lanes) has its own unrolled body, so no FLOP
-//! is spent on its zero lanes. Horizontal padding is static per column tile
+//! Loops, outermost first: groups of `nb` blocks (run time), input-channel
+//! chunks (run time, see below), output rows (run time), column tiles of
+//! the row (static, identical consecutive tiles — the interior ones — as one
+//! run-time loop), full input blocks of the chunk (run time), valid tap rows
+//! (run time), then tap columns × lanes unrolled; the partial last input
+//! block (`c mod 16` lanes) has its own unrolled body, so no FLOP is spent
+//! on its zero lanes. Horizontal padding is static per column tile
 //! (a pixel's invalid `kx` taps are not emitted); vertical padding comes from
 //! a per-row table after the code (RIP-relative: no relocations): the first
 //! valid tap row's x and weight offsets, the number of valid tap rows, and
-//! the pointer steps between input blocks. The weights of all `nb` blocks of
-//! a group stream from L2 (`block_len` apart); the input rows of a tile stay
-//! in L1 across the tap rows.
+//! the pointer steps between input blocks. The input rows of a tile stay in
+//! L1 across the tap rows.
+//!
+//! Input-channel chunks: without them the weights of a group's `nb` blocks
+//! (`block_len` apart; 884 KB for 3 blocks of 512 channels × 3×3) stream
+//! from L2 once per column tile of every row — on a 7×7 plane 3 weight
+//! vectors per 21 FMAs, the L2's limit, and slower still with the weights
+//! cold in DRAM. When the group's output plane fits in L1 (≤ 32 KB: 7×7 and
+//! 14×14 planes; measured no gain from 28×28 up), its input blocks are
+//! split in chunks of as many blocks as keep the chunk's weights within
+//! ~24 KB (at least one), and all rows of a chunk reuse them from L1. The
+//! first chunk starts the accumulators at the bias, later ones load the
+//! partial sums from `out`; only the last takes the partial input block,
+//! adds the residual and applies relu (the zero lanes past `m` stay +0.0:
+//! zero weights and bias, zero residual lanes). While a chunk computes, each
+//! tap row of each tile also issues `prefetcht1` of a few lines of the next
+//! chunk's weights (in the last chunk, the next group's first chunk),
+//! spread so that the chunk's tiles cover the next chunk: the weights come
+//! from DRAM while the FMAs run (512×7×7 with weights in DRAM: 125 → ~195
+//! GFLOP/s). With one chunk the schedule is the plain one above.
 //!
 //! [`assemble`] returns `Err` for AVX2, degenerate geometries, block ranges
 //! past `m`, offsets beyond ±2 GiB and code over 256 KiB.
@@ -303,11 +321,14 @@ struct Gen<'a> {
     table: CodeLabel,
 }
 
-// Registers. rdi: x; rsi: weights of the group; rdx: residual row; rcx: output
-// row; rbx: row-table entry; r15: rows left; [rsp]: groups left; rbp: tiles
-// left in a segment, r10/r11: its x / output column offsets (bytes); r9/r8:
-// 1 and 3 weight blocks in bytes (index registers); r13/r14:
-// running x / weight pointers; eax: input blocks left; r12: taps rows left.
+// Registers. rdi: x (of the chunk); rsi: weights of the group (of the
+// chunk); rdx: residual row; rcx: output row; rbx: row-table entry; rbp:
+// tiles left in a segment, r10/r11: its x / output column offsets (bytes);
+// r9/r8: 1 and 3 weight blocks in bytes (index registers); r13/r14: running
+// x / weight pointers; r15: prefetch pointer (next chunk's weights); eax:
+// input blocks left; r12: taps rows left. Stack: [rsp] rows left, above it
+// the chunks left (with several chunks), above that the groups left (with
+// several groups).
 impl<'a> Gen<'a> {
     fn new(s: &'a DirectConv) -> Result<Self, AsmError> {
         let mut a = CodeAssembler::new(64)?;
