@@ -407,6 +407,43 @@ fn tile_shapes() {
     case(geo(3, [4, 60], 50, [1, 1], [1, 1], [0; 4]), 530);
 }
 
+/// Input-channel chunks (small output planes: a group's weights split into
+/// chunks of ~24 KB, the partial sums kept in `out` between chunks): three
+/// or more chunks, a last chunk shorter than the others, with and without
+/// the partial input block (alone or after full blocks), rows of padding
+/// only, interior column-tile runs; every case with bias / residual / relu
+/// and output lanes past `m`.
+#[test]
+fn input_chunks() {
+    if !has_avx512() {
+        return;
+    }
+    // 3×3, 3 blocks per tile (1 input block per chunk): 8 chunks, the last
+    // the partial block alone; m = 80: a tail group of 2 blocks.
+    case(geo(120, [7, 7], 80, [3, 3], [1, 1], [1; 4]), 600);
+    case(geo(120, [7, 7], 40, [3, 3], [1, 1], [1; 4]), 601);
+    // One block per tile (the single-block ranges: 2 input blocks per
+    // chunk): 88 = 5 full + 8 lanes → chunks 2, 2, 1 full + partial; 80 →
+    // 2, 2, 1 (short, no partial block).
+    case(geo(88, [5, 7], 33, [3, 3], [1, 1], [1; 4]), 602);
+    case(geo(80, [6, 5], 33, [3, 3], [1, 1], [1; 4]), 603);
+    // 1×1: 8 input blocks per chunk with 3 output blocks: 300 = 18 full +
+    // 12 lanes → 8, 8, 2 full + partial; 1×3 (2 per chunk with 4 blocks).
+    case(geo(300, [7, 7], 48, [1, 1], [1, 1], [0; 4]), 604);
+    case(geo(200, [9, 5], 70, [1, 3], [1, 1], [0, 1, 0, 1]), 605);
+    // 14 wide (2 blocks per tile), stride 2 from 14×14 to 7×7.
+    case(geo(100, [14, 14], 36, [3, 3], [1, 1], [1; 4]), 606);
+    case(geo(72, [14, 14], 48, [3, 3], [2, 2], [1, 1, 1, 1]), 607);
+    // Padding beyond the kernel reach: rows and columns of bias only.
+    case(geo(40, [5, 5], 16, [3, 3], [1, 1], [3, 3, 3, 3]), 608);
+    // Several identical interior column tiles per row (run-time loop).
+    case(geo(40, [2, 60], 32, [3, 3], [1, 1], [1; 4]), 609);
+    // 5×5 with dilation 2.
+    let mut g = geo(50, [9, 9], 20, [5, 5], [1, 1], [4; 4]);
+    g.d = [2, 2];
+    case(g, 610);
+}
+
 /// The comparison must reject references that differ from the kernel's
 /// semantics by one padding step or one tap.
 #[test]
@@ -476,10 +513,14 @@ fn dconv_throughput() {
             geo(3, [224, 224], 64, [7, 7], [2, 2], [3; 4]),
         ),
     ];
+    // DCONV_SHAPE=substring runs only the matching shapes.
+    let only = std::env::var("DCONV_SHAPE").ok();
+    let picked = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let peak = fma_peak();
     println!("single-core FMA peak (24 independent zmm chains): {peak:.1} GFLOP/s");
     println!("nominal: 2·M·C·KH·KW·OH·OW; executed: padding taps (skipped) left out");
-    for (name, g) in shapes {
+    println!("warm: the same weights every call (cache-resident when they fit)");
+    for &(name, g) in shapes.iter().filter(|(n, _)| picked(n)) {
         let n = g.m.div_ceil(CB);
         let s = g.spec(0, n, true, false);
         let [oh, ow] = g.out();
@@ -504,6 +545,59 @@ fn dconv_throughput() {
             code.len()
         );
     }
+    println!("cold: each call reads a different copy of the weights ({COLD_BYTES_MB} MB in all, past the L3)");
+    let cold = if std::env::var("DCONV_COLD_ALL").is_ok() {
+        &shapes[..]
+    } else {
+        &shapes[2..4]
+    };
+    for &(name, g) in cold.iter().filter(|(n, _)| picked(n)) {
+        let (gf, us, copies) = cold_throughput(&g);
+        println!(
+            "{name:24} {gf:7.1} GFLOP/s {:5.1}%  {us:8.1} us/call  ({copies} weight copies)",
+            100.0 * gf / peak
+        );
+    }
+}
+
+/// Total bytes of weight copies the cold runs cycle through, in MB: more
+/// than the 260 MB L3 of the Sapphire Rapids host, so every call's weights
+/// come from DRAM.
+const COLD_BYTES_MB: usize = 320;
+
+/// Nominal GFLOP/s, µs per call and the number of copies when every call
+/// reads its weights from DRAM: calls cycle through distinct copies of the
+/// packed weights (best mean over a few full cycles).
+fn cold_throughput(g: &Geo) -> (f64, f64, usize) {
+    let n = g.m.div_ceil(CB);
+    let s = g.spec(0, n, true, false);
+    let [oh, ow] = g.out();
+    let code = assemble(&s, Level::Avx512).unwrap();
+    let d = data(g, 9, true, false);
+    let x = to_blocked(&d.x, g.c, g.h * g.w, 0.0);
+    let w = pack_weights(&s, &d.w, d.bias.as_deref());
+    let copies = (COLD_BYTES_MB << 20).div_ceil(w.len() * 4).max(16);
+    // One allocation, each copy 4 KiB aligned (no copy shares a line).
+    let stride = w.len().next_multiple_of(1024);
+    let mut ws = vec![0.0f32; copies * stride + 1024];
+    let off = ws.as_ptr().align_offset(4096);
+    for i in 0..copies {
+        ws[off + i * stride..off + i * stride + w.len()].copy_from_slice(&w);
+    }
+    let mut out = vec![0.0f32; n * oh * ow * CB];
+    let jit = asm_jit::jit::<Fn4>(&code);
+    let flops = 2.0 * (g.m * g.c * g.k[0] * g.k[1] * oh * ow) as f64;
+    let mut best = f64::MAX;
+    for _ in 0..4 {
+        let t = std::time::Instant::now();
+        for i in 0..copies {
+            let wp = ws[off + i * stride..].as_ptr();
+            // SAFETY: buffers sized for the spec.
+            unsafe { (jit.f)(x.as_ptr(), wp, std::ptr::null(), out.as_mut_ptr()) };
+        }
+        best = best.min(t.elapsed().as_secs_f64() / copies as f64);
+    }
+    (flops / best / 1e9, best * 1e6, copies)
 }
 
 /// Taps (output pixel, kernel position) that read the input, not padding.

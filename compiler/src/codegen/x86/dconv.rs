@@ -42,18 +42,36 @@
 //! `vbroadcastss` and `nb` FMAs. A group of `mb mod nb` blocks at the end
 //! gets its own tile.
 //!
-//! Loops, outermost first: groups of `nb` blocks (run time), output rows (run
-//! time), column tiles of the row (static, identical consecutive tiles —
-//! the interior ones — as one run-time loop), full input blocks (run time),
-//! valid tap rows (run time), then tap columns × lanes unrolled; the partial
-//! last input block (`c mod 16` lanes) has its own unrolled body, so no FLOP
-//! is spent on its zero lanes. Horizontal padding is static per column tile
+//! Loops, outermost first: groups of `nb` blocks (run time), input-channel
+//! chunks (run time, see below), output rows (run time), column tiles of
+//! the row (static, identical consecutive tiles — the interior ones — as one
+//! run-time loop), full input blocks of the chunk (run time), valid tap rows
+//! (run time), then tap columns × lanes unrolled; the partial last input
+//! block (`c mod 16` lanes) has its own unrolled body, so no FLOP is spent
+//! on its zero lanes. Horizontal padding is static per column tile
 //! (a pixel's invalid `kx` taps are not emitted); vertical padding comes from
 //! a per-row table after the code (RIP-relative: no relocations): the first
 //! valid tap row's x and weight offsets, the number of valid tap rows, and
-//! the pointer steps between input blocks. The weights of all `nb` blocks of
-//! a group stream from L2 (`block_len` apart); the input rows of a tile stay
-//! in L1 across the tap rows.
+//! the pointer steps between input blocks. The input rows of a tile stay in
+//! L1 across the tap rows.
+//!
+//! Input-channel chunks: without them the weights of a group's `nb` blocks
+//! (`block_len` apart; 884 KB for 3 blocks of 512 channels × 3×3) stream
+//! from L2 once per column tile of every row — on a 7×7 plane 3 weight
+//! vectors per 21 FMAs, the L2's limit, and slower still with the weights
+//! cold in DRAM. When the group's output plane fits in L1 (≤ 32 KB: 7×7 and
+//! 14×14 planes; measured no gain from 28×28 up), its input blocks are
+//! split in chunks of as many blocks as keep the chunk's weights within
+//! ~24 KB (at least one), and all rows of a chunk reuse them from L1. The
+//! first chunk starts the accumulators at the bias, later ones load the
+//! partial sums from `out`; only the last takes the partial input block,
+//! adds the residual and applies relu (the zero lanes past `m` stay +0.0:
+//! zero weights and bias, zero residual lanes). While a chunk computes, each
+//! tap row of each tile also issues `prefetcht1` of a few lines of the next
+//! chunk's weights (in the last chunk, the next group's first chunk),
+//! spread so that the chunk's tiles cover the next chunk: the weights come
+//! from DRAM while the FMAs run (512×7×7 with weights in DRAM: 125 → ~195
+//! GFLOP/s). With one chunk the schedule is the plain one above.
 //!
 //! [`assemble`] returns `Err` for AVX2, degenerate geometries, block ranges
 //! past `m`, offsets beyond ±2 GiB and code over 256 KiB.
@@ -190,6 +208,47 @@ fn nb_for(s: &DirectConv) -> usize {
 /// Most output-channel blocks per tile.
 const MAX_NB: usize = 4;
 
+/// Input-channel chunking of a group: `kc` input blocks per chunk, `n`
+/// chunks; the last has `full_last` full blocks (plus the partial block
+/// when `c mod 16 ≠ 0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Chunks {
+    kc: usize,
+    n: usize,
+    full_last: usize,
+}
+
+/// Target bytes of one chunk's weights for a group (L1-resident next to
+/// the input rows).
+const CHUNK_BYTES: usize = 24 << 10;
+
+/// Most bytes of a group's output plane (its partial sums) for which the
+/// input channels are chunked: each chunk rereads and rewrites them, so
+/// they should stay in L1.
+const CHUNK_PLANE_BYTES: usize = 32 << 10;
+
+/// The input-channel chunks of a group of `t.nb` blocks: with a small
+/// output plane, as many input blocks as keep the chunk's weights within
+/// [`CHUNK_BYTES`] (at least one); otherwise (measured: no gain from 28×28
+/// up, 56×56 7% slower) one chunk of all.
+fn chunks_for(s: &DirectConv, t: Tile) -> Chunks {
+    let nib = s.c.div_ceil(CB);
+    let per_block = t.nb * s.kernel[0] * s.kernel[1] * CB * CB * 4;
+    let plane = t.nb * s.oh * s.ow * CB * 4;
+    let kc = if plane <= CHUNK_PLANE_BYTES {
+        (CHUNK_BYTES / per_block).clamp(1, nib)
+    } else {
+        nib
+    };
+    let n = nib.div_ceil(kc);
+    let full = s.c / CB;
+    Chunks {
+        kc,
+        n,
+        full_last: full - (n - 1) * kc,
+    }
+}
+
 /// Bytes per entry of the row table: x offset, weight offset, valid
 /// vertical taps, x and weight steps from one input block to the next,
 /// and the weight correction of the partial last input block.
@@ -204,6 +263,9 @@ const T_WPART: i32 = 40;
 /// r13 points this many bytes past the tile's first input pixel, so the
 /// broadcasts of 16 pixels fit a compressed 8-bit displacement (±127·4).
 const X_BIAS: i64 = 512;
+
+/// Where a tile finds the chunks left (above the rows-left counter).
+const CHUNKS_LEFT: i32 = 8;
 
 fn err(msg: impl Into<String>) -> AsmError {
     AsmError(msg.into())
@@ -259,16 +321,42 @@ struct Gen<'a> {
     table: CodeLabel,
 }
 
-// Registers. rdi: x; rsi: weights of the group; rdx: residual row; rcx: output
-// row; rbx: row-table entry; r15: rows left; [rsp]: groups left; rbp: tiles
-// left in a segment, r10/r11: its x / output column offsets (bytes); r9/r8:
-// 1 and 3 weight blocks in bytes (index registers); r13/r14:
-// running x / weight pointers; eax: input blocks left; r12: taps rows left.
+// Registers. rdi: x (of the chunk); rsi: weights of the group (of the
+// chunk); rdx: residual row; rcx: output row; rbx: row-table entry; rbp:
+// tiles left in a segment, r10/r11: its x / output column offsets (bytes);
+// r9/r8: 1 and 3 weight blocks in bytes (index registers); r13/r14: running
+// x / weight pointers; r15: prefetch pointer (next chunk's weights); eax:
+// input blocks left; r12: taps rows left. Stack: [rsp] rows left, above it
+// the chunks left (with several chunks), above that the groups left (with
+// several groups).
 impl<'a> Gen<'a> {
     fn new(s: &'a DirectConv) -> Result<Self, AsmError> {
         let mut a = CodeAssembler::new(64)?;
         let table = a.create_label();
         Ok(Gen { s, a, table })
+    }
+
+    /// Lines per output block to prefetch per tap row of a tile: enough
+    /// that one chunk's tiles cover the next chunk's weights; 0 for none.
+    fn prefetch_lines(&self, t: Tile, ck: Chunks) -> usize {
+        let s = self.s;
+        if ck.n < 2 {
+            return 0;
+        }
+        let [kh, kw] = s.kernel;
+        let tiles = s.ow.div_ceil(t.rw);
+        let nky: usize = (0..s.oh)
+            .map(|oy| {
+                (0..kh)
+                    .filter(|&k| {
+                        let iy = (oy * s.strides[0] + k * s.dil[0]) as i64 - s.pad[0] as i64;
+                        (0..s.h as i64).contains(&iy)
+                    })
+                    .count()
+            })
+            .sum();
+        let execs = (tiles * nky).max(1);
+        (kh * kw * CB).div_ceil(execs)
     }
 
     fn lanes_last(&self) -> usize {
@@ -354,12 +442,36 @@ impl<'a> Gen<'a> {
             self.a.push(groups as i32)?;
         }
         self.a.set_label(&mut l_grp)?;
+        let ck = chunks_for(s, t);
+        let mut l_chunk = self.a.create_label();
+        if ck.n > 1 {
+            self.a.push(ck.n as i32)?;
+            self.a.set_label(&mut l_chunk)?;
+        }
+        let pf = self.prefetch_lines(t, ck);
+        if pf > 0 {
+            // Prefetch pointer: the next chunk, or in the last chunk the
+            // next group's first.
+            let w_chunk = (ck.kc * s.kernel[0] * s.kernel[1] * CB * CB * 4) as i64;
+            let next_group = (t.nb * block_len(s) * 4) as i64 - (ck.n - 1) as i64 * w_chunk;
+            let mut l_last = self.a.create_label();
+            let mut l_set = self.a.create_label();
+            self.a.cmp(qword_ptr(rsp), 1)?;
+            self.a.je(l_last)?;
+            self.a
+                .lea(r15, ptr(rsi + i32_of(CB as i64 * 4 + w_chunk)?))?;
+            self.a.jmp(l_set)?;
+            self.a.set_label(&mut l_last)?;
+            self.a
+                .lea(r15, ptr(rsi + i32_of(CB as i64 * 4 + next_group)?))?;
+            self.a.set_label(&mut l_set)?;
+        }
         self.a.lea(rbx, ptr(self.table))?;
-        self.a.mov(r15d, s.oh as u32)?;
+        self.a.push(s.oh as i32)?;
         let mut l_row = self.a.create_label();
         self.a.set_label(&mut l_row)?;
         for seg in self.segments(t) {
-            self.segment(t, &seg)?;
+            self.segment(t, ck, pf, &seg)?;
         }
         let row = i32_of((s.ow * CB * 4) as i64)?;
         self.a.add(rcx, row)?;
@@ -367,8 +479,31 @@ impl<'a> Gen<'a> {
             self.a.add(rdx, row)?;
         }
         self.a.add(rbx, ROW_BYTES)?;
-        self.a.dec(r15)?;
+        self.a.dec(qword_ptr(rsp))?;
         self.a.jne(l_row)?;
+        self.a.pop(rax)?;
+        if ck.n > 1 {
+            // Next chunk: the next kc input blocks' x and weights, the
+            // group's output (and residual) plane again.
+            let x_chunk = (ck.kc * s.h * s.w * CB * 4) as i64;
+            let w_chunk = (ck.kc * s.kernel[0] * s.kernel[1] * CB * CB * 4) as i64;
+            let plane = i32_of((s.oh * s.ow * CB * 4) as i64)?;
+            let mut l_done = self.a.create_label();
+            self.a.dec(qword_ptr(rsp))?;
+            self.a.je(l_done)?;
+            self.a.add(rdi, i32_of(x_chunk)?)?;
+            self.a.add(rsi, i32_of(w_chunk)?)?;
+            self.a.sub(rcx, plane)?;
+            if s.residual {
+                self.a.sub(rdx, plane)?;
+            }
+            self.a.jmp(l_chunk)?;
+            self.a.set_label(&mut l_done)?;
+            self.a.pop(rax)?;
+            let back = (ck.n - 1) as i64;
+            self.a.sub(rdi, i32_of(back * x_chunk)?)?;
+            self.a.sub(rsi, i32_of(back * w_chunk)?)?;
+        }
         // rcx/rdx stand at the group's second block: skip to the next group.
         let rest = i32_of(((t.nb - 1) * self.out_block()) as i64)?;
         if rest != 0 {
@@ -386,19 +521,19 @@ impl<'a> Gen<'a> {
         Ok(())
     }
 
-    fn segment(&mut self, t: Tile, seg: &Segment) -> Result<(), AsmError> {
+    fn segment(&mut self, t: Tile, ck: Chunks, pf: usize, seg: &Segment) -> Result<(), AsmError> {
         let s = self.s;
         let x_col =
             |ox: usize| -> i64 { ((ox * s.strides[1]) as i64 - s.pad[1] as i64) * (CB * 4) as i64 };
         if seg.count == 1 {
-            return self.tile(t, seg, Some((x_col(seg.ox0), seg.ox0 * CB * 4)));
+            return self.tile(t, ck, pf, seg, Some((x_col(seg.ox0), seg.ox0 * CB * 4)));
         }
         self.a.mov(ebp, seg.count as u32)?;
         self.a.mov(r10, x_col(seg.ox0) + X_BIAS)?;
         self.a.mov(r11, (seg.ox0 * CB * 4) as u64)?;
         let mut l = self.a.create_label();
         self.a.set_label(&mut l)?;
-        self.tile(t, seg, None)?;
+        self.tile(t, ck, pf, seg, None)?;
         self.a
             .add(r10, i32_of((seg.width * s.strides[1] * CB * 4) as i64)?)?;
         self.a.add(r11, i32_of((seg.width * CB * 4) as i64)?)?;
@@ -423,10 +558,21 @@ impl<'a> Gen<'a> {
     }
 
     /// One register tile at static columns (`cols`: x and output byte
-    /// offsets) or at r10/r11.
-    fn tile(&mut self, t: Tile, seg: &Segment, cols: Option<(i64, usize)>) -> Result<(), AsmError> {
+    /// offsets) or at r10/r11, over the input blocks of one chunk (with
+    /// several chunks, `[rsp]` counts the chunks left: the first starts
+    /// from the bias, later ones from the partial sums in `out`; only the
+    /// last takes the partial input block, the residual and relu).
+    fn tile(
+        &mut self,
+        t: Tile,
+        ck: Chunks,
+        pf: usize,
+        seg: &Segment,
+        cols: Option<(i64, usize)>,
+    ) -> Result<(), AsmError> {
         let s = self.s;
         let bl4 = (block_len(s) * 4) as i64;
+        let chunked = ck.n > 1;
         // x and weight pointers of the row's first valid tap row, block 0.
         self.a.mov(r13, qword_ptr(rbx + T_X))?;
         self.a.add(r13, rdi)?;
@@ -436,7 +582,13 @@ impl<'a> Gen<'a> {
         }
         self.a.mov(r14, qword_ptr(rbx + T_W))?;
         self.a.add(r14, rsi)?;
-        // Accumulators start at the bias.
+        // Accumulators start at the bias (first chunk) or the partial sums.
+        let mut l_load = self.a.create_label();
+        let mut l_go = self.a.create_label();
+        if chunked {
+            self.a.cmp(qword_ptr(rsp + CHUNKS_LEFT), ck.n as i32)?;
+            self.a.jne(l_load)?;
+        }
         for o in 0..t.nb {
             let b = z(t.w0() + o);
             self.a
@@ -445,46 +597,92 @@ impl<'a> Gen<'a> {
                 self.a.vmovaps(t.acc(p, o), b)?;
             }
         }
+        if chunked {
+            self.a.jmp(l_go)?;
+            self.a.set_label(&mut l_load)?;
+            for o in 0..t.nb {
+                for p in 0..seg.width {
+                    let m = self.out_mem(rcx, cols, p, o)?;
+                    self.a.vmovups(t.acc(p, o), m)?;
+                }
+            }
+            self.a.set_label(&mut l_go)?;
+        }
         let mut l_epi = self.a.create_label();
         self.a.cmp(qword_ptr(rbx + T_NKY), 0)?;
         self.a.je(l_epi)?;
         let (kw, full, last) = (s.kernel[1], self.full_blocks(), self.lanes_last());
         let x_ky = i32_of((s.dil[0] * s.w * CB * 4) as i64)?;
-        if full > 0 {
+        // Full input blocks of this chunk: `kc`, `full_last` in the last.
+        let (most, fewest) = if chunked {
+            (ck.kc, ck.full_last)
+        } else {
+            (full, full)
+        };
+        if most > 0 {
             let mut l_icb = self.a.create_label();
             let mut l_ky = self.a.create_label();
-            if full > 1 {
+            let mut l_part = self.a.create_label();
+            if chunked {
+                self.a.mov(eax, most as u32)?;
+                if fewest != most {
+                    self.a.cmp(qword_ptr(rsp + CHUNKS_LEFT), 1)?;
+                    self.a.jne(l_icb)?;
+                    self.a.mov(eax, fewest as u32)?;
+                    if fewest == 0 {
+                        self.a.jmp(l_part)?;
+                    }
+                }
+            } else if full > 1 {
                 self.a.mov(eax, full as u32)?;
             }
             self.a.set_label(&mut l_icb)?;
             self.a.mov(r12, qword_ptr(rbx + T_NKY))?;
             self.a.set_label(&mut l_ky)?;
-            self.taps(t, seg, CB)?;
+            self.taps(t, seg, CB, pf)?;
+            if pf > 0 {
+                self.a.add(r15, (pf * 64) as i32)?;
+            }
             self.a.add(r13, x_ky)?;
             self.a.add(r14, i32_of((kw * CB * CB * 4) as i64)?)?;
             self.a.dec(r12)?;
             self.a.jne(l_ky)?;
-            if full > 1 || last < CB {
+            if chunked || full > 1 || last < CB {
                 self.a.add(r13, qword_ptr(rbx + T_XADJ))?;
                 self.a.add(r14, qword_ptr(rbx + T_WADJ))?;
             }
-            if full > 1 {
+            if chunked || full > 1 {
                 self.a.dec(eax)?;
                 self.a.jne(l_icb)?;
+            }
+            if chunked && fewest == 0 {
+                self.a.set_label(&mut l_part)?;
             }
         }
         if last < CB {
             let mut l_ky = self.a.create_label();
+            if chunked {
+                self.a.cmp(qword_ptr(rsp + CHUNKS_LEFT), 1)?;
+                self.a.jne(l_epi)?;
+            }
             self.a.add(r14, qword_ptr(rbx + T_WPART))?;
             self.a.mov(r12, qword_ptr(rbx + T_NKY))?;
             self.a.set_label(&mut l_ky)?;
-            self.taps(t, seg, last)?;
+            self.taps(t, seg, last, pf)?;
+            if pf > 0 {
+                self.a.add(r15, (pf * 64) as i32)?;
+            }
             self.a.add(r13, x_ky)?;
             self.a.add(r14, i32_of((kw * last * CB * 4) as i64)?)?;
             self.a.dec(r12)?;
             self.a.jne(l_ky)?;
         }
         self.a.set_label(&mut l_epi)?;
+        let mut l_store = self.a.create_label();
+        if chunked && (s.residual || s.relu) {
+            self.a.cmp(qword_ptr(rsp + CHUNKS_LEFT), 1)?;
+            self.a.jne(l_store)?;
+        }
         let zero = z(t.w0());
         if s.relu {
             self.a.vpxord(zero, zero, zero)?;
@@ -499,22 +697,48 @@ impl<'a> Gen<'a> {
                 if s.relu {
                     self.a.vmaxps(acc, acc, zero)?;
                 }
+            }
+        }
+        if chunked && (s.residual || s.relu) {
+            self.a.set_label(&mut l_store)?;
+        }
+        for o in 0..t.nb {
+            for p in 0..seg.width {
                 let m = self.out_mem(rcx, cols, p, o)?;
-                self.a.vmovups(m, acc)?;
+                self.a.vmovups(m, t.acc(p, o))?;
             }
         }
         Ok(())
     }
 
     /// One row of taps (all kx, `lanes` input channels) from r13/r14.
-    fn taps(&mut self, t: Tile, seg: &Segment, lanes: usize) -> Result<(), AsmError> {
+    fn taps(&mut self, t: Tile, seg: &Segment, lanes: usize, pf: usize) -> Result<(), AsmError> {
         let s = self.s;
+        let kxs: Vec<usize> = (0..s.kernel[1])
+            .filter(|&kx| (0..seg.width).any(|p| seg.valid[p][kx]))
+            .collect();
+        let steps = (kxs.len() * lanes).max(1);
+        let npf = pf * t.nb;
+        let mut step = 0;
         for kx in 0..s.kernel[1] {
             let pix: Vec<usize> = (0..seg.width).filter(|&p| seg.valid[p][kx]).collect();
             if pix.is_empty() {
                 continue;
             }
             for l in 0..lanes {
+                // This step's share of the prefetches (lines of the blocks
+                // round robin).
+                for j in step * npf / steps..(step + 1) * npf / steps {
+                    let (o, d) = (j % t.nb, i32_of((j / t.nb * 64) as i64)?);
+                    let m = match o {
+                        0 => byte_ptr(r15 + d),
+                        1 => byte_ptr(r15 + r9 + d),
+                        2 => byte_ptr(r15 + r9 * 2 + d),
+                        _ => byte_ptr(r15 + r8 + d),
+                    };
+                    self.a.prefetcht1(m)?;
+                }
+                step += 1;
                 let wd = (((kx * lanes + l) * CB) * 4) as i64;
                 for o in 0..t.nb {
                     let d = i32_of(wd)?;
