@@ -624,8 +624,13 @@ fn gemm_tilings(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
 /// where the kernel assembles, for channel counts that are whole blocks.
 fn conv_blocked(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     use crate::codegen::{blocked, x86::dconv::CB};
-    // NNC_NO_BLOCKED_CONV: the plan without this alternative (A/B runs).
-    if !eg.analysis.blocked_conv || std::env::var_os("NNC_NO_BLOCKED_CONV").is_some() {
+    // NNC_NO_BLOCKED_CONV: the plan without this alternative (A/B runs);
+    // a forced plan of another algorithm leaves it out too.
+    let forced_other = std::env::var("NNC_FORCE_CONV").is_ok_and(|f| f != "blocked");
+    if !eg.analysis.blocked_conv
+        || forced_other
+        || std::env::var_os("NNC_NO_BLOCKED_CONV").is_some()
+    {
         return None;
     }
     let Op::ConvImpl {
