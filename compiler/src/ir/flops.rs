@@ -45,6 +45,11 @@ pub fn flops(g: &Graph) -> u64 {
                 let rows = (q.iter().product::<usize>() / q[r - 1].max(1)) as u64;
                 2 * rows * kt[r - 1] as u64 * (q[r - 1] + vv[r - 1]) as u64
             }
+            // Whole channel blocks: the output counts M·OH·OW per image.
+            Op::ConvBlocked { window, .. } => {
+                let taps: u64 = window.kernel.iter().map(|&k| k as u64).product();
+                2 * out * arg(1).shape[1] as u64 * taps
+            }
             Op::Pool { window, .. } => {
                 out * window.kernel.iter().map(|&k| k as u64).product::<u64>()
             }

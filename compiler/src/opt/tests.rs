@@ -1192,3 +1192,15 @@ fn blocked_chain_keeps_semantics() {
         crate::ir::text::print(&o)
     );
 }
+
+#[test]
+fn flop_count_survives_the_chosen_plan() {
+    // GFLOP/s reports count the model's FLOPs: the same for every plan
+    // (blocked convs, fused epilogues, tiled GEMMs), up to the elementwise
+    // ops that fusion removes.
+    let g = resnet_stage(32, 14);
+    let (o, _) = optimize(&g, &Machine::x86_64_avx512(), &Limits::default());
+    assert!(ops(&o).contains(&"conv_blocked"));
+    let (a, b) = (crate::ir::flops(&g) as f64, crate::ir::flops(&o) as f64);
+    assert!((a - b).abs() / a < 0.01, "{a} vs {b}");
+}
