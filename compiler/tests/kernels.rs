@@ -2532,12 +2532,59 @@ fn conv_blocked() {
             let op = Op::ConvBlocked {
                 window: window.clone(),
                 relu,
+                tile: None,
             };
             ck.op(
                 &format!("blocked x{xs:?} w{ws:?} s{strides:?} d{dil:?} p{pads:?} bias {bias} residual {residual} relu {relu}"),
                 op,
                 args_with_consts(ts, &[1, 2]),
                 accum_tol(k, 4.0),
+            );
+        }
+    }
+    // Every tiling the optimizer may choose (register tiles of 1–4 blocks,
+    // chunked and unchunked input channels), with a residual and relu.
+    for (xs, ws) in [
+        (vec![1, 64, 7, 7], vec![80, 64, 3, 3]),
+        (vec![1, 32, 15, 15], vec![64, 32, 3, 3]),
+    ] {
+        let window = win(&[3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1], false);
+        let xb = [xs[0], xs[1] / 16, xs[2], xs[3], 16];
+        let spec = nnc_compiler::codegen::blocked::spec(&window, &xb, &ws, &xs, true, true, None);
+        let tiles = nnc_compiler::codegen::x86::dconv::tile_candidates(&spec);
+        assert!(tiles.len() >= 4, "{tiles:?}");
+        // The kernel honours the tiling: every candidate assembles to
+        // different code.
+        let mut codes: Vec<Vec<u8>> = tiles
+            .iter()
+            .map(|&t| {
+                let s = nnc_compiler::codegen::x86::dconv::DirectConv {
+                    tile: Some(t),
+                    ..spec.clone()
+                };
+                nnc_compiler::codegen::x86::dconv::assemble(&s, Level::Avx512).unwrap()
+            })
+            .collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), tiles.len(), "{tiles:?}");
+        for tile in tiles {
+            let ts = vec![
+                randn(&mut rng, &xb),
+                randn(&mut rng, &ws),
+                randn(&mut rng, &[ws[0]]),
+                randn(&mut rng, &[xs[0], ws[0] / 16, xs[2], xs[3], 16]),
+            ];
+            let op = Op::ConvBlocked {
+                window: window.clone(),
+                relu: true,
+                tile: Some(tile),
+            };
+            ck.op(
+                &format!("blocked x{xs:?} w{ws:?} tile {tile}"),
+                op,
+                args_with_consts(ts, &[1, 2]),
+                accum_tol(ws[1] * 9, 4.0),
             );
         }
     }

@@ -628,6 +628,7 @@ fn kernels_split_over_threads_bit_identically() {
                 Op::ConvBlocked {
                     window: w,
                     relu: true,
+                    tile: None,
                 },
                 args,
                 ws[1] * 9,

@@ -94,6 +94,7 @@ impl Geo {
     fn spec(&self, ocb0: usize, mb: usize, relu: bool, residual: bool) -> DirectConv {
         let [oh, ow] = self.out();
         DirectConv {
+            tile: None,
             c: self.c,
             h: self.h,
             w: self.w,

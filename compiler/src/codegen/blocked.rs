@@ -32,6 +32,7 @@ pub fn spec(
     y: &[usize],
     relu: bool,
     residual: bool,
+    tile: Option<crate::ir::DirectTile>,
 ) -> DirectConv {
     DirectConv {
         c: w[1],
@@ -48,6 +49,7 @@ pub fn spec(
         mb: w[0] / CB,
         relu,
         residual,
+        tile,
     }
 }
 

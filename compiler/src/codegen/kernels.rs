@@ -369,7 +369,7 @@ pub fn emit(
         Op::Tiled { .. } => unreachable!("op_and_args strips the tiling"),
         Op::ToBlocked { cb } => super::blocked::to_blocked(k, &args[0].shape, *cb, a[0], out),
         Op::FromBlocked => super::blocked::from_blocked(k, &args[0].shape, a[0], out),
-        Op::ConvBlocked { window, relu } => {
+        Op::ConvBlocked { window, relu, tile } => {
             let spec = super::blocked::spec(
                 window,
                 &args[0].shape,
@@ -377,6 +377,7 @@ pub fn emit(
                 &y.shape,
                 *relu,
                 args.len() == 4,
+                *tile,
             );
             let w_id = value_arg(g, id, 1);
             let w = g

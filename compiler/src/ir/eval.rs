@@ -125,7 +125,7 @@ fn eval_data(op: &Op, args: &[&Tensor], out: &[usize]) -> Result<TensorData, Str
             )?
             .data
         }
-        Op::ConvBlocked { window, relu } => {
+        Op::ConvBlocked { window, relu, .. } => {
             let x = eval_op(&Op::FromBlocked, &[a])?;
             let conv = Op::ConvImpl {
                 window: window.clone(),

@@ -15,8 +15,8 @@ pub use flops::flops;
 pub use fused::FusedExpr;
 pub use graph::{Graph, IrError, Output, Value, ValueId, ValueKind};
 pub use op::{
-    broadcast_shapes, matmul_shape, AttnViews, BinaryOp, ConvAlgo, GemmTile, Op, PadMode, PoolKind,
-    ReduceOp, SliceDim, UnaryOp, Window,
+    broadcast_shapes, matmul_shape, AttnViews, BinaryOp, ConvAlgo, DirectTile, GemmTile, Op,
+    PadMode, PoolKind, ReduceOp, SliceDim, UnaryOp, Window,
 };
 pub use tensor::{
     contiguous_strides, DType, F32Bits, Tensor, TensorData, TensorType, MAX_TENSOR_BYTES,

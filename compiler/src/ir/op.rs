@@ -213,6 +213,23 @@ impl fmt::Display for GemmTile {
     }
 }
 
+/// The tiling the optimizer chose for a direct blocked conv
+/// ([`Op::ConvBlocked`]): a register tile of `rw` output pixels of a row ×
+/// `nb` 16-channel output blocks, and `kc` input blocks per chunk (a chunk's
+/// weights are reused from L1 by every output row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DirectTile {
+    pub rw: usize,
+    pub nb: usize,
+    pub kc: usize,
+}
+
+impl fmt::Display for DirectTile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}px×{}blk,kc={}", self.rw, self.nb, self.kc)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PoolKind {
     Max,
@@ -340,9 +357,11 @@ pub enum Op {
     /// filters, constant; the kernel packs them), bias `[M]`, and a
     /// residual in the result's layout (only after a bias); result
     /// `[N, M/cb, OH, OW, cb]` = blocked(relu?(conv(x, W) + b + r)).
+    /// `tile`: the kernel's tiling (None: its own rule).
     ConvBlocked {
         window: Window,
         relu: bool,
+        tile: Option<DirectTile>,
     },
     /// N-d pooling, NCHW.
     Pool {
@@ -548,9 +567,10 @@ impl Op {
             Op::Fused { expr } => format!("expr={expr}"),
             Op::ToBlocked { cb } => format!("cb={cb}"),
             Op::FromBlocked => String::new(),
-            Op::ConvBlocked { window, relu } => {
+            Op::ConvBlocked { window, relu, tile } => {
                 let r = if *relu { " relu=true" } else { "" };
-                format!("{}{r}", window_attrs(window))
+                let t = tile.map(|t| format!(" tile={t}")).unwrap_or_default();
+                format!("{}{r}{t}", window_attrs(window))
             }
             Op::Tiled { tile, op } => {
                 let a = op.attrs();

@@ -657,17 +657,46 @@ fn conv_blocked(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     {
         return None;
     }
-    let spec = blocked::spec(&window, &xt.shape, &wt.shape, &out.shape, relu, r.is_some());
-    let key = format!("{spec:?}");
-    let ok = match eg.analysis.blocked_ok.get(&key) {
-        Some(&ok) => ok,
-        None => {
-            let ok = blocked::assembles(&spec);
-            eg.analysis.blocked_ok.insert(key, ok);
-            ok
+    let spec = blocked::spec(
+        &window,
+        &xt.shape,
+        &wt.shape,
+        &out.shape,
+        relu,
+        r.is_some(),
+        None,
+    );
+    // Every tiling of the kernel (register tile, input-channel chunks) that
+    // assembles; `NNC_FORCE_DIRECT_NB=<blocks>` keeps the tilings with that
+    // many output blocks per register tile (forced plans).
+    let mut tiles = crate::codegen::x86::dconv::tile_candidates(&spec);
+    if let Some(nb) = std::env::var("NNC_FORCE_DIRECT_NB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        if tiles.iter().any(|t| t.nb == nb) {
+            tiles.retain(|t| t.nb == nb);
         }
-    };
-    if !ok {
+    }
+    let tiles: Vec<_> = tiles
+        .into_iter()
+        .filter(|&t| {
+            let spec = crate::codegen::x86::dconv::DirectConv {
+                tile: Some(t),
+                ..spec.clone()
+            };
+            let key = format!("{spec:?}");
+            match eg.analysis.blocked_ok.get(&key) {
+                Some(&ok) => ok,
+                None => {
+                    let ok = blocked::assembles(&spec);
+                    eg.analysis.blocked_ok.insert(key, ok);
+                    ok
+                }
+            }
+        })
+        .collect();
+    if tiles.is_empty() {
         return None;
     }
     let to = Op::ToBlocked { cb: CB };
@@ -676,7 +705,20 @@ fn conv_blocked(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     if let Some(r) = r {
         args.push(add_op(eg, &to, &[r]));
     }
-    let y = add_op(eg, &Op::ConvBlocked { window, relu }, &args);
+    let mut y = None;
+    for tile in tiles {
+        let op = Op::ConvBlocked {
+            window: window.clone(),
+            relu,
+            tile: Some(tile),
+        };
+        let n = add_op(eg, &op, &args);
+        if let Some(prev) = y {
+            eg.union(prev, n);
+        }
+        y = Some(n);
+    }
+    let y = y?;
     let back = add_op(eg, &Op::FromBlocked, &[y]);
     same_type(eg, c, back).then_some(back)
 }

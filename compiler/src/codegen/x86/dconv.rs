@@ -104,6 +104,10 @@ pub struct DirectConv {
     pub mb: usize,
     pub relu: bool,
     pub residual: bool,
+    /// The optimizer's tiling (see [`tile_candidates`]); None: the rule
+    /// below. Applies to the main groups; a shorter group at the end keeps
+    /// the rule's tile for its block count.
+    pub tile: Option<crate::ir::DirectTile>,
 }
 
 /// Elements of one output-channel block in [`pack_weights`]' layout.
@@ -208,6 +212,42 @@ fn nb_for(s: &DirectConv) -> usize {
 /// Most output-channel blocks per tile.
 const MAX_NB: usize = 4;
 
+/// An `rw × nb` tile fits the registers (accumulators, `nb` weight vectors
+/// and the broadcast register).
+pub fn tile_fits(rw: usize, nb: usize) -> bool {
+    rw > 0 && (1..=MAX_NB).contains(&nb) && rw * nb + nb < 31
+}
+
+/// Tilings the optimizer prices for `s` (a whole conv, `ocb0 = 0`): the
+/// rule's own first, then every block count up to 4 (≤ `mb`) with its
+/// widest row tile, each with the rule's input-channel chunking and,
+/// when that chunks, unchunked too.
+pub fn tile_candidates(s: &DirectConv) -> Vec<crate::ir::DirectTile> {
+    use crate::ir::DirectTile;
+    let plain = DirectConv {
+        tile: None,
+        ..s.clone()
+    };
+    let nib = s.c.div_ceil(CB);
+    let of = |nb: usize| {
+        let t = tile_for(s.ow, nb);
+        let kc = chunks_for(&plain, t).kc;
+        (t.rw, kc)
+    };
+    let rule_nb = nb_for(&plain);
+    let mut out = Vec::new();
+    for nb in std::iter::once(rule_nb).chain((1..=MAX_NB.min(s.mb)).rev()) {
+        let (rw, kc) = of(nb);
+        for kc in [kc, nib] {
+            let t = DirectTile { rw, nb, kc };
+            if tile_fits(rw, nb) && !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
+    out
+}
+
 /// Input-channel chunking of a group: `kc` input blocks per chunk, `n`
 /// chunks; the last has `full_last` full blocks (plus the partial block
 /// when `c mod 16 ≠ 0`).
@@ -235,10 +275,10 @@ fn chunks_for(s: &DirectConv, t: Tile) -> Chunks {
     let nib = s.c.div_ceil(CB);
     let per_block = t.nb * s.kernel[0] * s.kernel[1] * CB * CB * 4;
     let plane = t.nb * s.oh * s.ow * CB * 4;
-    let kc = if plane <= CHUNK_PLANE_BYTES {
-        (CHUNK_BYTES / per_block).clamp(1, nib)
-    } else {
-        nib
+    let kc = match s.tile {
+        Some(d) if d.nb == t.nb => d.kc.clamp(1, nib),
+        _ if plane <= CHUNK_PLANE_BYTES => (CHUNK_BYTES / per_block).clamp(1, nib),
+        _ => nib,
     };
     let n = nib.div_ceil(kc);
     let full = s.c / CB;
@@ -286,6 +326,9 @@ pub fn assemble(s: &DirectConv, level: Level) -> Result<Vec<u8>, String> {
     }
     if s.strides.contains(&0) || s.dil.contains(&0) {
         return Err("direct conv: zero stride or dilation".into());
+    }
+    if let Some(t) = s.tile.filter(|t| !tile_fits(t.rw, t.nb)) {
+        return Err(format!("direct conv: tile {t} does not fit the registers"));
     }
     if s.ocb0 + s.mb > s.m.div_ceil(CB) {
         return Err(format!(
@@ -410,13 +453,21 @@ impl<'a> Gen<'a> {
         for r in [rbx, rbp, r12, r13, r14, r15] {
             self.a.push(r)?;
         }
-        let nb = nb_for(s);
+        let nb = s.tile.map_or_else(|| nb_for(s), |t| t.nb.clamp(1, s.mb));
         let main = s.mb / nb;
         let bl4 = (block_len(s) * 4) as u64;
         self.a.mov(r9, bl4)?;
         self.a.mov(r8, 3 * bl4)?;
         if main > 0 {
-            self.group_loop(tile_for(s.ow, nb), main)?;
+            let t = match s.tile {
+                Some(d) if d.nb == nb => Tile {
+                    nb,
+                    rw: d.rw.clamp(1, s.ow),
+                    emb: false,
+                },
+                _ => tile_for(s.ow, nb),
+            };
+            self.group_loop(t, main)?;
         }
         if !s.mb.is_multiple_of(nb) {
             self.group_loop(tile_for(s.ow, s.mb % nb), 1)?;
