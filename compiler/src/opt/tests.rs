@@ -1172,11 +1172,11 @@ fn blocked_chain_converts_once() {
 fn blocked_chain_keeps_semantics() {
     // The same stage, small enough for the reference evaluator (its
     // blocked plan): both graphs agree.
-    let g = resnet_stage(16, 6);
+    let g = resnet_stage(32, 14);
     let (o, _) = optimize(&g, &Machine::x86_64_avx512(), &Limits::default());
     let inp = Tensor::f32(
-        vec![1, 16, 6, 6],
-        (0..576)
+        vec![1, 32, 14, 14],
+        (0..6272)
             .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
             .collect(),
     )
