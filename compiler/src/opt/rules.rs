@@ -681,8 +681,12 @@ fn conv_blocked(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     let tiles: Vec<_> = tiles
         .into_iter()
         .filter(|&t| {
+            // Whether it assembles does not depend on the epilogue: one
+            // check per geometry and tiling, with the longest epilogue.
             let spec = crate::codegen::x86::dconv::DirectConv {
                 tile: Some(t),
+                relu: true,
+                residual: true,
                 ..spec.clone()
             };
             let key = format!("{spec:?}");
