@@ -7,8 +7,8 @@ median latency of each is printed with its ratio to the chosen plan.
 
     scripts/plans.py MODEL.onnx PLAN... [--rounds 3] [--iters 40] [--threads 1]
 
-A PLAN is `name` (no switch: the cost model's choice, always included as
-`chosen`) or `VAR=value[,VAR=value]`.
+A PLAN is `VAR=value[,VAR=value]`; the cost model's own plan (no switch)
+is always timed first, as `chosen`.
 """
 import argparse, os, re, statistics, subprocess, sys, tempfile
 
@@ -26,6 +26,8 @@ def main():
     a = ap.parse_args()
     plans = [("chosen", {})]
     for p in a.plans:
+        if any("=" not in kv for kv in p.split(",")):
+            sys.exit(f"plan {p!r}: expected VAR=value[,VAR=value]")
         env = dict(kv.split("=", 1) for kv in p.split(","))
         plans.append((p, env))
     tmp = tempfile.mkdtemp(prefix="nnc-plans-")
@@ -45,6 +47,8 @@ def main():
             if r.returncode != 0:
                 sys.exit(f"{plans[i][0]}: bench failed\n{r.stderr}")
             m = re.search(r"min ([0-9.]+)\s+median ([0-9.]+)", r.stdout)
+            if not m:
+                sys.exit(f"{plans[i][0]}: no latency in the bench output\n{r.stdout}")
             times[i].append((float(m.group(1)), float(m.group(2))))
     base = min(t[0] for t in times[0])
     print(f"{os.path.basename(a.model)}, {a.threads} thread(s), {a.rounds} rounds × {a.iters} runs")

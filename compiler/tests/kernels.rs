@@ -1076,6 +1076,60 @@ fn gemm() {
     ck.finish();
 }
 
+/// Every GEMM tiling the optimizer may choose (`tiled` matmul and gemm),
+/// run through code generation with B constant (pre-packed with the tile's
+/// panel width) and at run time, with row tails, epilogues and sizes that
+/// split over threads.
+#[test]
+fn gemm_tiled() {
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        eprintln!("gemm_tiled: skipped (no AVX-512 on this host)");
+        return;
+    }
+    let mut ck = Checker::new("gemm tiled");
+    let mut rng = Rng::new(43);
+    for (m, n, k) in [(50, 100, 70), (128, 96, 64), (13, 300, 40), (7, 1000, 64)] {
+        let tiles = nnc_compiler::codegen::x86::tile_candidates(m, n, k, true, Level::Avx512);
+        assert!(tiles.len() >= 4, "{tiles:?}");
+        for tile in tiles {
+            let gemm = Op::Gemm {
+                alpha: F32Bits::new(1.0),
+                beta: F32Bits::new(1.0),
+                trans_a: false,
+                trans_b: true,
+                relu: true,
+            };
+            let ts = vec![
+                randn(&mut rng, &[m, k]),
+                randn(&mut rng, &[n, k]),
+                randn(&mut rng, &[n]),
+            ];
+            ck.op_variants(
+                &format!("tiled gemm m{m} n{n} k{k} {tile}"),
+                &Op::Tiled {
+                    tile,
+                    op: Box::new(gemm),
+                },
+                &ts,
+                &[&[], &[1, 2]],
+                accum_tol(k + 1, 1.0),
+            );
+            let ts = vec![randn(&mut rng, &[2, m, k]), randn(&mut rng, &[k, n])];
+            ck.op_variants(
+                &format!("tiled matmul 2×m{m} n{n} k{k} {tile}"),
+                &Op::Tiled {
+                    tile,
+                    op: Box::new(Op::MatMul),
+                },
+                &ts,
+                &[&[], &[1]],
+                accum_tol(k, 1.0),
+            );
+        }
+    }
+    ck.finish();
+}
+
 // ---------------------------------------------------------------------------
 // Convolution and pooling.
 
@@ -2553,8 +2607,8 @@ fn conv_blocked() {
         let spec = nnc_compiler::codegen::blocked::spec(&window, &xb, &ws, &xs, true, true, None);
         let tiles = nnc_compiler::codegen::x86::dconv::tile_candidates(&spec);
         assert!(tiles.len() >= 4, "{tiles:?}");
-        // The kernel honours the tiling: every candidate assembles to
-        // different code.
+        // The kernel honours the tiling: every candidate's task-group
+        // kernel (what `conv_blocked` runs) assembles to different code.
         let mut codes: Vec<Vec<u8>> = tiles
             .iter()
             .map(|&t| {
@@ -2562,7 +2616,8 @@ fn conv_blocked() {
                     tile: Some(t),
                     ..spec.clone()
                 };
-                nnc_compiler::codegen::x86::dconv::assemble(&s, Level::Avx512).unwrap()
+                let (group, _, _, _) = nnc_compiler::codegen::blocked::group_specs(&s);
+                nnc_compiler::codegen::x86::dconv::assemble(&group, Level::Avx512).unwrap()
             })
             .collect();
         codes.sort();

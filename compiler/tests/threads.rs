@@ -597,9 +597,9 @@ fn kernels_split_over_threads_bit_identically() {
         }
     }
 
-    // The blocked direct conv (AVX-512): output-channel groups as tasks
-    // (4 groups of 8 blocks; 3 groups, the last shorter), over a batch,
-    // with a blocked residual.
+    // The blocked direct conv (AVX-512): output-channel groups (whole
+    // register tiles, the last group shorter) as tasks, over a batch, with
+    // a blocked residual.
     if x86("avx512f") {
         for (xs, ws, residual) in [
             ([1, 16, 14, 14, 16], [512, 256, 3, 3], false),

@@ -23,8 +23,9 @@ pub fn from_blocked(k: &mut Kb, shape: &[usize], x: Value, y: Value) {
     movement::transpose(k, &[n, blocks, hw, cb], &[0, 1, 3, 2], x, y, 4);
 }
 
-/// The per-image kernel spec of a blocked conv over `mb` output blocks
-/// (input `[c/16, h, w, 16]`, filters `[m, c, kh, kw]`).
+/// The per-image kernel spec of a blocked conv over all its output blocks,
+/// from the input shape (NCHW or blocked: only H and W are read), the
+/// filters `[m, c, kh, kw]` and the output shape (OH, OW at dims 2, 3).
 pub fn spec(
     window: &Window,
     x: &[usize],
@@ -53,26 +54,40 @@ pub fn spec(
     }
 }
 
-/// Output-channel blocks per task group: enough groups to feed a few
-/// threads, each wide enough for the kernel's register tile.
-fn group_blocks(mb: usize) -> usize {
-    (mb / 4).max(2).min(mb.max(1))
+/// Output-channel blocks per task group: about a quarter of the blocks
+/// (enough groups to feed a few threads), a whole number of the register
+/// tile's `nb` blocks so that every group but the last runs only the
+/// chosen tile (the last also takes the `mb mod nb` remainder, as the cost
+/// model assumes).
+fn group_blocks(mb: usize, nb: usize) -> usize {
+    let nb = nb.max(1);
+    ((mb / 4).div_ceil(nb) * nb).max(nb).min(mb.max(1))
+}
+
+/// The kernel's tiling for `whole`: the optimizer's, or the kernel rule's.
+fn tile_of(whole: &DirectConv) -> Option<crate::ir::DirectTile> {
+    whole
+        .tile
+        .or_else(|| dconv::tile_candidates(whole).first().copied())
 }
 
 /// The per-group kernels of `whole` (see [`emit`]): all groups but the
-/// last, and the last when it is shorter.
-fn group_specs(whole: &DirectConv) -> (DirectConv, Option<DirectConv>, usize, usize) {
-    let mb = whole.mb;
-    let gs = group_blocks(mb);
+/// last, and the last when it is shorter; then the group size and count.
+pub fn group_specs(whole: &DirectConv) -> (DirectConv, Option<DirectConv>, usize, usize) {
+    let mb = whole.mb.max(1);
+    let tile = tile_of(whole);
+    let gs = group_blocks(mb, tile.map_or(1, |t| t.nb));
     let groups = mb.div_ceil(gs);
     let tail = mb - (groups - 1) * gs;
     let rest = DirectConv {
         mb: gs,
+        tile,
         ..whole.clone()
     };
     let last = (tail != gs).then(|| DirectConv {
         ocb0: (groups - 1) * gs,
         mb: tail,
+        tile,
         ..whole.clone()
     });
     (rest, last, gs, groups)
@@ -120,7 +135,9 @@ pub fn emit(
         },
         None => None,
     };
-    let data_key = format!("dconv {key} {:?}", whole);
+    // The packing depends on the filters' geometry only (not on the tile
+    // or epilogue): convs sharing the filters share the object.
+    let data_key = format!("dconv {key} c{} m{} k{:?}", whole.c, whole.m, whole.kernel);
     let Some(data) = k.asm().and_then(|be| {
         be.data(&data_key, &mut || {
             dconv::pack_weights(whole, w, bias)

@@ -324,6 +324,12 @@ fn asm_ok(s: &GemmSpec, has_bias: bool, small: bool) -> bool {
 /// Below this many multiply-adds a GEMM stays in inline Cranelift code.
 const TINY_GEMM_MACS: usize = 48 * 1024;
 
+/// An `m×n×k` product this small runs inline (Cranelift), not on the
+/// assembled kernels: their tilings do not apply to it.
+pub fn runs_inline(m: usize, n: usize, k: usize) -> bool {
+    m.saturating_mul(n).saturating_mul(k) < TINY_GEMM_MACS
+}
+
 fn asm_spec(s: &GemmSpec, b_packed: bool) -> x86::AsmGemm {
     x86::AsmGemm {
         m: s.m,

@@ -12,6 +12,7 @@ mod conv;
 mod dwconv;
 mod elementwise;
 mod gemm;
+pub use gemm::runs_inline as gemm_runs_inline;
 mod indexing;
 mod kb;
 pub mod kernels;
@@ -83,6 +84,27 @@ pub fn define_model<M: Module>(
 ) -> Result<Entry, CodegenError> {
     let ptr = m.target_config().pointer_type();
     assert_eq!(ptr, I64, "nnc targets are 64-bit");
+    // Ops the optimizer offers only for some targets: refuse them on others
+    // (a graph optimized for another machine) instead of failing inside a
+    // kernel.
+    for step in &plan.steps {
+        if let Step::Kernel { value, .. } = step {
+            if let ValueKind::Op {
+                op: op @ crate::ir::Op::ConvBlocked { .. },
+                ..
+            } = &g.value(*value).kind
+            {
+                if opts.gemm_level != Some(x86::Level::Avx512) {
+                    return Err(CodegenError::Unsupported(format!(
+                        "node {}: {} has kernels for x86-64 AVX-512 only (the graph was \
+                         optimized for another target)",
+                        g.value(*value).name,
+                        op.name()
+                    )));
+                }
+            }
+        }
+    }
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = m.make_context();
 

@@ -17,7 +17,15 @@ pub fn legalize(g: &mut Graph) {
             continue;
         };
         let (op, args) = (op.clone(), args.clone());
-        match op {
+        // A tiled Gemm is legalized like the Gemm it wraps (and keeps its tile).
+        let wrap = |o: Op| match &op {
+            Op::Tiled { tile, .. } => Op::Tiled {
+                tile: *tile,
+                op: Box::new(o),
+            },
+            _ => o,
+        };
+        match op.base().clone() {
             Op::Gemm {
                 alpha,
                 beta,
@@ -36,13 +44,13 @@ pub fn legalize(g: &mut Graph) {
                 set_op(
                     g,
                     i,
-                    Op::Gemm {
+                    wrap(Op::Gemm {
                         alpha,
                         beta,
                         trans_a,
                         trans_b: false,
                         relu,
-                    },
+                    }),
                     nb,
                     1,
                 );

@@ -135,9 +135,11 @@ fn unary_weight(u: &UnaryOp) -> f64 {
 /// the model's choice) prices every NCHW conv 1000× so extraction takes
 /// the blocked direct conv wherever it is offered.
 pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f64 {
+    static FORCE_BLOCKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let t = model_ns(m, op, args, out);
     if matches!(op, Op::Conv { .. } | Op::ConvImpl { .. })
-        && std::env::var("NNC_FORCE_CONV").is_ok_and(|f| f == "blocked")
+        && *FORCE_BLOCKED
+            .get_or_init(|| std::env::var("NNC_FORCE_CONV").is_ok_and(|f| f == "blocked"))
     {
         return 1000.0 * t;
     }
@@ -161,7 +163,9 @@ fn model_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f64
                 // On the assembled kernels a 2-D product is priced by its
                 // register tile and row block; an untiled one by the rule's
                 // tile, a hair above so extraction shows the choice.
-                let tiled = match (m.asm_gemm, gemm_dims(op.base(), args, out)) {
+                let dims = gemm_dims(op.base(), args, out)
+                    .filter(|&(mm, nn, kk)| !crate::codegen::gemm_runs_inline(mm, nn, kk));
+                let tiled = match (m.asm_gemm, dims) {
                     (Some(level), Some((mm, nn, kk))) => Some(match op {
                         Op::Tiled { tile, .. } => gemm_tile_ns(m, mm, nn, kk, *tile),
                         _ => {

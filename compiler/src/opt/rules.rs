@@ -584,6 +584,9 @@ fn gemm_tilings(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     }
     let refs: Vec<&TensorType> = tys.iter().collect();
     let (m, n, k) = super::cost::gemm_dims(&base, &refs, &out)?;
+    if crate::codegen::gemm_runs_inline(m, n, k) {
+        return None;
+    }
     let b_const = eg[args[1]].data.value.is_some();
     let mut tiles = crate::codegen::x86::tile_candidates(m, n, k, b_const, level);
     if let Ok(f) = std::env::var("NNC_FORCE_GEMM_TILE") {
@@ -648,6 +651,8 @@ fn conv_blocked(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     let r = s.get("?r".parse().ok()?).copied();
     let (xt, wt, out) = (ty(eg, x)?, ty(eg, w)?, ty(eg, c)?);
     if window.spatial_rank() != 2
+        || xt.shape[1] == 0
+        || wt.shape[0] == 0
         || xt.dtype != crate::ir::DType::F32
         || xt.shape[1] % CB != 0
         || wt.shape[0] % CB != 0

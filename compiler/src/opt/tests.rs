@@ -1053,29 +1053,36 @@ fn gemm_tile_cost_orders_tiles() {
 
 #[test]
 fn tiled_gemm_keeps_semantics() {
-    // tiled(gemm) evaluates as the gemm (the tile is an implementation choice).
-    let (mut g, x) = graph(&[&[16, 32]]);
-    let w = konst(&mut g, &[32, 48], 3);
-    let b = konst(&mut g, &[48], 4);
-    let y = op(&mut g, gemm_op(), &[x[0], w, b]);
-    let r = op(&mut g, Op::Unary(UnaryOp::Relu), &[y]);
-    g.add_output("y", r);
-    let (o, _) = optimize(&g, &Machine::x86_64_avx512(), &Limits::default());
-    assert_eq!(ops(&o), ["tiled"], "{}", crate::ir::text::print(&o));
-    let attrs = attrs_of(&o, "tiled")[0].clone();
-    assert!(
-        attrs.contains("op=gemm") && attrs.contains("relu=true"),
-        "{attrs}"
-    );
-    let inp = Tensor::f32(
-        vec![16, 32],
-        (0..512).map(|i| (i % 37) as f32 / 18.0 - 1.0).collect(),
-    )
-    .unwrap();
-    let a = eval::eval_graph(&g, std::slice::from_ref(&inp)).unwrap();
-    let b = eval::eval_graph(&o, &[inp]).unwrap();
-    for (p, q) in a[0].as_f32().unwrap().iter().zip(b[0].as_f32().unwrap()) {
-        assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{p} vs {q}");
+    // tiled(gemm) evaluates as the gemm (the tile is an implementation
+    // choice); a product small enough to run inline is not tiled.
+    for (m, tiled) in [(64, true), (16, false)] {
+        let (mut g, x) = graph(&[&[m, 32]]);
+        let w = konst(&mut g, &[32, 48], 3);
+        let b = konst(&mut g, &[48], 4);
+        let y = op(&mut g, gemm_op(), &[x[0], w, b]);
+        let r = op(&mut g, Op::Unary(UnaryOp::Relu), &[y]);
+        g.add_output("y", r);
+        let (o, _) = optimize(&g, &Machine::x86_64_avx512(), &Limits::default());
+        let want = if tiled { "tiled" } else { "gemm" };
+        assert_eq!(ops(&o), [want], "{}", crate::ir::text::print(&o));
+        if !tiled {
+            continue;
+        }
+        let attrs = attrs_of(&o, "tiled")[0].clone();
+        assert!(
+            attrs.contains("op=gemm") && attrs.contains("relu=true"),
+            "{attrs}"
+        );
+        let inp = Tensor::f32(
+            vec![m, 32],
+            (0..m * 32).map(|i| (i % 37) as f32 / 18.0 - 1.0).collect(),
+        )
+        .unwrap();
+        let a = eval::eval_graph(&g, std::slice::from_ref(&inp)).unwrap();
+        let b = eval::eval_graph(&o, &[inp]).unwrap();
+        for (p, q) in a[0].as_f32().unwrap().iter().zip(b[0].as_f32().unwrap()) {
+            assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{p} vs {q}");
+        }
     }
 }
 

@@ -157,8 +157,8 @@ pub fn tiling(spec: &AsmGemm, level: Level) -> Tiling {
     t
 }
 
-/// An `mr × nv` register tile fits the level's registers (accumulators, B
-/// vectors and the broadcast registers).
+/// An `mr × nv` register tile fits the level's registers (AVX-512:
+/// accumulators + B vectors below the two broadcast registers).
 pub fn tile_fits(level: Level, mr: usize, nv: usize) -> bool {
     mr > 0
         && nv > 0
@@ -171,7 +171,8 @@ pub fn tile_fits(level: Level, mr: usize, nv: usize) -> bool {
 /// Register tiles and row blocks the optimizer prices for an `m×n×k` GEMM
 /// (B pre-packed when `b_const`): the rule's own tiling first, then the
 /// other tile shapes that fit the registers (tall-narrow, square-ish,
-/// wide), each with the rule's row block and one of half its size.
+/// wide), each with the row block the blocking rule gives that shape and
+/// one of half its size.
 pub fn tile_candidates(
     m: usize,
     n: usize,
@@ -323,12 +324,7 @@ pub fn assemble(spec: &AsmGemm, level: Level) -> Result<Vec<u8>, String> {
 
 /// Assembles the GEMM with an explicit tiling (benchmarks, tuning).
 pub fn assemble_with(spec: &AsmGemm, level: Level, t: &Tiling) -> Result<Vec<u8>, String> {
-    let fits = match level {
-        // Accumulators + B vectors below the two broadcast registers.
-        Level::Avx512 => t.mr * t.nv + t.nv <= 30,
-        Level::Avx2Fma => t.mr * t.nv <= 12 && t.nv <= 2,
-    };
-    if t.mr == 0 || t.nv == 0 || !fits || t.ku == 0 {
+    if !tile_fits(level, t.mr, t.nv) || t.ku == 0 {
         return Err(format!("tiling {t:?} does not fit the {level:?} registers"));
     }
     if let Some((_, bc, _)) = spec.bias {
