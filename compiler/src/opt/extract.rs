@@ -19,6 +19,18 @@ type Set = Rc<BTreeMap<Id, f64>>;
 /// `own(node)` is the node's own cost (children excluded); None = cannot be
 /// extracted (e.g. lacks a type).
 pub fn extract(eg: &EG, roots: &[Id], own: &dyn Fn(&EG, &Nnc) -> Option<f64>) -> Option<Choice> {
+    // The e-graph does not change during extraction: price each node once
+    // (the swap search re-prices whole graphs).
+    let memo: std::cell::RefCell<HashMap<Nnc, Option<f64>>> = Default::default();
+    let own = |eg: &EG, n: &Nnc| -> Option<f64> {
+        if let Some(&c) = memo.borrow().get(n) {
+            return c;
+        }
+        let c = own(eg, n);
+        memo.borrow_mut().insert(n.clone(), c);
+        c
+    };
+    let own = &own;
     let mut best: HashMap<Id, (f64, Set, Nnc)> = HashMap::new();
     let classes: Vec<Id> = {
         let mut v: Vec<Id> = eg.classes().map(|c| c.id).collect();
