@@ -93,20 +93,7 @@ mod bench {
             .collect();
         let (m, k, n) = (s[0], s[1], s[2]);
         let packed = env("NNC_PACKED").unwrap_or(1) != 0;
-        let spec = AsmGemm {
-            tile: None,
-            m,
-            n,
-            k,
-            a_row: k,
-            a_col: 1,
-            b_row: n,
-            c_row: n,
-            alpha: 1.0,
-            bias: None,
-            relu: false,
-            b_packed: packed,
-        };
+        let spec = AsmGemm::dense(m, n, k, packed);
         let level = Level::Avx512;
         let t = tiling_for(&spec, level);
         let bytes = x86::assemble_with(&spec, level, &t).expect("assemble");
@@ -155,20 +142,7 @@ mod bench {
         level: Level,
         packed: bool,
     ) -> (f64, Tiling, usize) {
-        let spec = AsmGemm {
-            tile: None,
-            m,
-            n,
-            k,
-            a_row: k,
-            a_col: 1,
-            b_row: n,
-            c_row: n,
-            alpha: 1.0,
-            bias: None,
-            relu: false,
-            b_packed: packed,
-        };
+        let spec = AsmGemm::dense(m, n, k, packed);
         let t = tiling_for(&spec, level);
         let bytes = x86::assemble_with(&spec, level, &t).expect("assemble");
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();

@@ -25,48 +25,18 @@
 
 #[path = "common/asm_jit.rs"]
 mod asm_jit;
+#[path = "common/avx512_data.rs"]
+mod avx512_data;
+
+use avx512_data::{has_avx512, Rng};
 
 use nnc_compiler::codegen::x86::dconv::{assemble, block_len, pack_weights, DirectConv, CB};
 use nnc_compiler::codegen::x86::Level;
 
 type Fn4 = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32);
 
-fn has_avx512() -> bool {
-    let ok = std::arch::is_x86_feature_detected!("avx512f");
-    if !ok {
-        eprintln!("skipping: CPU lacks AVX-512F");
-    }
-    ok
-}
-
 const SENTINEL: f32 = 12345.0;
 const GUARD: usize = 64;
-
-/// xorshift64*; values in ±[0.05, 2] (never zero).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn f(&mut self) -> f32 {
-        let u = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
-        let mag = 0.05 + 1.95 * u;
-        if self.next() & 1 == 0 {
-            mag
-        } else {
-            -mag
-        }
-    }
-
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f()).collect()
-    }
-}
 
 /// One conv geometry (whole conv; the block range is chosen per run).
 #[derive(Clone, Copy, Debug)]

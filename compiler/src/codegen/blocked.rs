@@ -65,10 +65,8 @@ fn group_blocks(mb: usize, nb: usize) -> usize {
 }
 
 /// The kernel's tiling for `whole`: the optimizer's, or the kernel rule's.
-fn tile_of(whole: &DirectConv) -> Option<crate::ir::DirectTile> {
-    whole
-        .tile
-        .or_else(|| dconv::tile_candidates(whole).first().copied())
+fn tile_of(whole: &DirectConv) -> crate::ir::DirectTile {
+    whole.tile.unwrap_or_else(|| dconv::rule_tile(whole))
 }
 
 /// The per-group kernels of `whole` (see [`emit`]): all groups but the
@@ -76,18 +74,18 @@ fn tile_of(whole: &DirectConv) -> Option<crate::ir::DirectTile> {
 pub fn group_specs(whole: &DirectConv) -> (DirectConv, Option<DirectConv>, usize, usize) {
     let mb = whole.mb.max(1);
     let tile = tile_of(whole);
-    let gs = group_blocks(mb, tile.map_or(1, |t| t.nb));
+    let gs = group_blocks(mb, tile.nb);
     let groups = mb.div_ceil(gs);
     let tail = mb - (groups - 1) * gs;
     let rest = DirectConv {
         mb: gs,
-        tile,
+        tile: Some(tile),
         ..whole.clone()
     };
     let last = (tail != gs).then(|| DirectConv {
         ocb0: (groups - 1) * gs,
         mb: tail,
-        tile,
+        tile: Some(tile),
         ..whole.clone()
     });
     (rest, last, gs, groups)

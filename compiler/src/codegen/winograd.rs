@@ -61,20 +61,7 @@ pub fn tile_grid(oh: usize, ow: usize, pooled: Option<(usize, usize)>) -> (usize
 
 /// Panel width of the GEMMs' packed B for `m` output and `c` input channels.
 pub fn panel_cols(m: usize, c: usize) -> usize {
-    let spec = x86::AsmGemm {
-        tile: None,
-        m,
-        n: 64,
-        k: c,
-        a_row: c,
-        a_col: 1,
-        b_row: 64,
-        c_row: 64,
-        alpha: 1.0,
-        bias: None,
-        relu: false,
-        b_packed: true,
-    };
+    let spec = x86::AsmGemm::dense(m, 64, c, true);
     x86::tiling(&spec, x86::Level::Avx512).nv * x86::Level::Avx512.lanes()
 }
 

@@ -135,15 +135,20 @@ fn unary_weight(u: &UnaryOp) -> f64 {
 /// the model's choice) prices every NCHW conv 1000× so extraction takes
 /// the blocked direct conv wherever it is offered.
 pub fn op_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f64 {
-    static FORCE_BLOCKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let t = model_ns(m, op, args, out);
-    if matches!(op, Op::Conv { .. } | Op::ConvImpl { .. })
-        && *FORCE_BLOCKED
-            .get_or_init(|| std::env::var("NNC_FORCE_CONV").is_ok_and(|f| f == "blocked"))
-    {
+    if matches!(op, Op::Conv { .. } | Op::ConvImpl { .. }) && forced_conv() == Some("blocked") {
         return 1000.0 * t;
     }
     t
+}
+
+/// The `NNC_FORCE_CONV` measurement switch (read once per process): the
+/// conv algorithm a forced plan uses wherever it applies.
+pub fn forced_conv() -> Option<&'static str> {
+    static FORCED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    FORCED
+        .get_or_init(|| std::env::var("NNC_FORCE_CONV").ok())
+        .as_deref()
 }
 
 fn model_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f64 {
@@ -169,9 +174,8 @@ fn model_ns(m: &Machine, op: &Op, args: &[&TensorType], out: &TensorType) -> f64
                     (Some(level), Some((mm, nn, kk))) => Some(match op {
                         Op::Tiled { tile, .. } => gemm_tile_ns(m, mm, nn, kk, *tile),
                         _ => {
-                            let rule =
-                                crate::codegen::x86::tile_candidates(mm, nn, kk, true, level);
-                            1.0001 * gemm_tile_ns(m, mm, nn, kk, rule[0])
+                            let rule = crate::codegen::x86::rule_gemm_tile(mm, nn, kk, true, level);
+                            1.0001 * gemm_tile_ns(m, mm, nn, kk, rule)
                         }
                     }),
                     _ => None,
@@ -395,13 +399,9 @@ pub fn direct_conv_ns(
     let nib = c.div_ceil(dconv::CB);
     let t = match tile {
         Some(t) => t,
-        None => {
-            let spec = crate::codegen::blocked::spec(w, x, ws, &out.shape, false, false, None);
-            match dconv::tile_candidates(&spec).first() {
-                Some(&t) => t,
-                None => return f64::INFINITY,
-            }
-        }
+        None => dconv::rule_tile(&crate::codegen::blocked::spec(
+            w, x, ws, &out.shape, false, false, None,
+        )),
     };
     // Σ over output positions of the taps that land inside the input.
     let valid = |d: usize, len: usize, olen: usize| -> usize {

@@ -476,6 +476,20 @@ fn attention_rule(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     fuse_attention(eg, c, var("?q")?, var("?kt")?, var("?v")?, mask, scale)
 }
 
+/// Adds each of `ops` applied to `args` as alternatives of one class;
+/// None when `ops` is empty.
+fn add_alternatives(eg: &mut EG, ops: impl IntoIterator<Item = Op>, args: &[Id]) -> Option<Id> {
+    let mut class = None;
+    for o in ops {
+        let n = add_op(eg, &o, args);
+        if let Some(prev) = class {
+            eg.union(prev, n);
+        }
+        class = Some(n);
+    }
+    class
+}
+
 /// Every applicable algorithm for a conv, with im2col chunkings chosen
 /// against the target's L2 (whole output, about L2/2, about L2/8), and
 /// Winograd F(2,3) tile-row chunkings likewise where the target has it.
@@ -530,8 +544,8 @@ fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
             algos.push(ConvAlgo::Winograd { tile_rows });
         }
     }
-    if let Ok(f) = std::env::var("NNC_FORCE_CONV") {
-        algos.retain(|a| match (f.as_str(), a) {
+    if let Some(f) = super::cost::forced_conv() {
+        algos.retain(|a| match (f, a) {
             ("im2col", ConvAlgo::Im2col { chunk_rows }) => *chunk_rows == oh.max(1),
             ("chunked", ConvAlgo::Im2col { chunk_rows }) => *chunk_rows < oh || algos_len_one(oh),
             ("blocked", _) => true,
@@ -541,25 +555,14 @@ fn conv_algorithms(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
             _ => false,
         });
     }
-    let mut last = None;
-    for algo in algos {
-        let n = add_op(
-            eg,
-            &Op::ConvImpl {
-                window: window.clone(),
-                group,
-                algo,
-                relu: false,
-                pool: None,
-            },
-            &args,
-        );
-        if let Some(prev) = last {
-            eg.union(prev, n);
-        }
-        last = Some(n);
-    }
-    last
+    let ops = algos.into_iter().map(|algo| Op::ConvImpl {
+        window: window.clone(),
+        group,
+        algo,
+        relu: false,
+        pool: None,
+    });
+    add_alternatives(eg, ops, &args)
 }
 
 /// Every register tile and row block of the assembled GEMM kernels for a
@@ -601,22 +604,11 @@ fn gemm_tilings(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
             tiles.truncate(1);
         }
     }
-    let mut last = None;
-    for tile in tiles {
-        let t = add_op(
-            eg,
-            &Op::Tiled {
-                tile,
-                op: Box::new(base.clone()),
-            },
-            &args,
-        );
-        if let Some(prev) = last {
-            eg.union(prev, t);
-        }
-        last = Some(t);
-    }
-    last
+    let ops = tiles.into_iter().map(|tile| Op::Tiled {
+        tile,
+        op: Box::new(base.clone()),
+    });
+    add_alternatives(eg, ops, &args)
 }
 
 /// A 2-D single-group conv (with its fused relu and residual) as the direct
@@ -629,7 +621,7 @@ fn conv_blocked(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     use crate::codegen::{blocked, x86::dconv::CB};
     // NNC_NO_BLOCKED_CONV: the plan without this alternative (A/B runs);
     // a forced plan of another algorithm leaves it out too.
-    let forced_other = std::env::var("NNC_FORCE_CONV").is_ok_and(|f| f != "blocked");
+    let forced_other = super::cost::forced_conv().is_some_and(|f| f != "blocked");
     if !eg.analysis.blocked_conv
         || forced_other
         || std::env::var_os("NNC_NO_BLOCKED_CONV").is_some()
@@ -714,20 +706,12 @@ fn conv_blocked(eg: &mut EG, c: Id, s: &Subst) -> Option<Id> {
     if let Some(r) = r {
         args.push(add_op(eg, &to, &[r]));
     }
-    let mut y = None;
-    for tile in tiles {
-        let op = Op::ConvBlocked {
-            window: window.clone(),
-            relu,
-            tile: Some(tile),
-        };
-        let n = add_op(eg, &op, &args);
-        if let Some(prev) = y {
-            eg.union(prev, n);
-        }
-        y = Some(n);
-    }
-    let y = y?;
+    let ops = tiles.into_iter().map(|tile| Op::ConvBlocked {
+        window: window.clone(),
+        relu,
+        tile: Some(tile),
+    });
+    let y = add_alternatives(eg, ops, &args)?;
     let back = add_op(eg, &Op::FromBlocked, &[y]);
     same_type(eg, c, back).then_some(back)
 }

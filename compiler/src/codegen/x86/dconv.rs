@@ -223,29 +223,43 @@ pub fn tile_fits(rw: usize, nb: usize) -> bool {
 /// widest row tile, each with the rule's input-channel chunking and,
 /// when that chunks, unchunked too.
 pub fn tile_candidates(s: &DirectConv) -> Vec<crate::ir::DirectTile> {
-    use crate::ir::DirectTile;
-    let plain = DirectConv {
-        tile: None,
-        ..s.clone()
-    };
     let nib = s.c.div_ceil(CB);
-    let of = |nb: usize| {
-        let t = tile_for(s.ow, nb);
-        let kc = chunks_for(&plain, t).kc;
-        (t.rw, kc)
-    };
-    let rule_nb = nb_for(&plain);
+    let rule = rule_tile(s);
     let mut out = Vec::new();
-    for nb in std::iter::once(rule_nb).chain((1..=MAX_NB.min(s.mb)).rev()) {
-        let (rw, kc) = of(nb);
-        for kc in [kc, nib] {
-            let t = DirectTile { rw, nb, kc };
-            if tile_fits(rw, nb) && !out.contains(&t) {
+    for nb in std::iter::once(rule.nb).chain((1..=MAX_NB.min(s.mb)).rev()) {
+        let t = tile_with(s, nb);
+        for kc in [t.kc, nib] {
+            let t = crate::ir::DirectTile { kc, ..t };
+            if tile_fits(t.rw, t.nb) && !out.contains(&t) {
                 out.push(t);
             }
         }
     }
     out
+}
+
+/// The kernel's own tiling of `s` (ignoring `s.tile`): the first of
+/// [`tile_candidates`].
+pub fn rule_tile(s: &DirectConv) -> crate::ir::DirectTile {
+    let plain = DirectConv {
+        tile: None,
+        ..s.clone()
+    };
+    tile_with(s, nb_for(&plain))
+}
+
+/// The rule's row tile and input-channel chunking for `nb` blocks per tile.
+fn tile_with(s: &DirectConv, nb: usize) -> crate::ir::DirectTile {
+    let plain = DirectConv {
+        tile: None,
+        ..s.clone()
+    };
+    let t = tile_for(s.ow, nb);
+    crate::ir::DirectTile {
+        rw: t.rw,
+        nb,
+        kc: chunks_for(&plain, t).kc,
+    }
 }
 
 /// Input-channel chunking of a group: `kc` input blocks per chunk, `n`

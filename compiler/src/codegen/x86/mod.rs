@@ -119,6 +119,28 @@ pub struct AsmGemm {
     pub tile: Option<crate::ir::GemmTile>,
 }
 
+impl AsmGemm {
+    /// A plain `C = A·B` of dense row-major `[m, k]` and `[k, n]`
+    /// matrices (B pre-packed when `b_packed`), with the kernels' rule
+    /// tiling: the product the tiling rules and panel widths are asked about.
+    pub fn dense(m: usize, n: usize, k: usize, b_packed: bool) -> AsmGemm {
+        AsmGemm {
+            m,
+            n,
+            k,
+            a_row: k,
+            a_col: 1,
+            b_row: n,
+            c_row: n,
+            alpha: 1.0,
+            bias: None,
+            relu: false,
+            b_packed,
+            tile: None,
+        }
+    }
+}
+
 /// Register tile and cache blocking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tiling {
@@ -180,20 +202,7 @@ pub fn tile_candidates(
     b_const: bool,
     level: Level,
 ) -> Vec<crate::ir::GemmTile> {
-    let spec = AsmGemm {
-        m,
-        n,
-        k,
-        a_row: k,
-        a_col: 1,
-        b_row: n,
-        c_row: n,
-        alpha: 1.0,
-        bias: None,
-        relu: false,
-        b_packed: b_const,
-        tile: None,
-    };
+    let spec = AsmGemm::dense(m, n, k, b_const);
     let mut shapes = vec![rule_tile(&spec, level)];
     let extra: &[(usize, usize)] = match level {
         Level::Avx512 => &[(14, 2), (tall_mr(m), 2), (8, 3), (6, 4), (28, 1)],
@@ -215,6 +224,21 @@ pub fn tile_candidates(
         }
     }
     out
+}
+
+/// The assembled kernels' own tiling of an `m×n×k` GEMM: the first of
+/// [`tile_candidates`].
+pub fn rule_gemm_tile(
+    m: usize,
+    n: usize,
+    k: usize,
+    b_const: bool,
+    level: Level,
+) -> crate::ir::GemmTile {
+    let spec = AsmGemm::dense(m, n, k, b_const);
+    let (mr, nv) = rule_tile(&spec, level);
+    let mc = blocking(&spec, level, mr, nv).mc;
+    crate::ir::GemmTile { mr, nv, mc }
 }
 
 /// The rule's register tile (rows × vectors) for `spec`.
