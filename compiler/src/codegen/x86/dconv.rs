@@ -155,13 +155,11 @@ pub fn pack_weights(s: &DirectConv, w: &[f32], bias: Option<&[f32]>) -> Vec<f32>
 const MAX_CODE_BYTES: usize = 256 << 10;
 
 /// Register tile: `rw` output pixels of one row × `nb` output-channel
-/// blocks; `emb`: FMAs with an embedded `{1to16}` broadcast operand
-/// instead of one `vbroadcastss` per pixel.
+/// blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Tile {
     nb: usize,
     rw: usize,
-    emb: bool,
 }
 
 impl Tile {
@@ -169,7 +167,7 @@ impl Tile {
     fn w0(&self) -> usize {
         self.rw * self.nb
     }
-    /// The broadcast register (without `emb`).
+    /// The broadcast register.
     fn bc(&self) -> usize {
         self.w0() + self.nb
     }
@@ -182,16 +180,11 @@ impl Tile {
 /// the widest `rw` the registers allow, then evened out over the row's
 /// tiles (56 = 4×14, 24 = 2×12, 29 = 2×15).
 fn tile_for(ow: usize, nb: usize) -> Tile {
-    // Embedded-broadcast FMAs measured 5–25% slower on Sapphire Rapids
-    // (one load per FMA instead of one per pixel: load-port bound).
-    let emb = false;
-    let regs = if emb { 32 - nb } else { 31 - nb };
-    let rw_max = (regs / nb).clamp(1, 28);
+    let rw_max = (1..=28).rev().find(|&rw| tile_fits(rw, nb)).unwrap_or(1);
     let n = ow.div_ceil(rw_max).max(1);
     Tile {
         nb,
         rw: ow.div_ceil(n).max(1),
-        emb,
     }
 }
 
@@ -213,7 +206,8 @@ fn nb_for(s: &DirectConv) -> usize {
 const MAX_NB: usize = 4;
 
 /// An `rw × nb` tile fits the registers (accumulators, `nb` weight vectors
-/// and the broadcast register).
+/// and the broadcast register, one zmm spare): the kernel's one statement of
+/// its register budget.
 pub fn tile_fits(rw: usize, nb: usize) -> bool {
     rw > 0 && (1..=MAX_NB).contains(&nb) && rw * nb + nb < 31
 }
@@ -477,7 +471,6 @@ impl<'a> Gen<'a> {
                 Some(d) if d.nb == nb => Tile {
                     nb,
                     rw: d.rw.clamp(1, s.ow),
-                    emb: false,
                 },
                 _ => tile_for(s.ow, nb),
             };
@@ -818,17 +811,13 @@ impl<'a> Gen<'a> {
                 for &p in &pix {
                     let xd = ((p * s.strides[1] + kx * s.dil[1]) * CB * 4 + l * 4) as i64;
                     let xd = i32_of(xd - X_BIAS)?;
-                    if t.emb {
-                        for o in 0..t.nb {
-                            self.a
-                                .vfmadd231ps(t.acc(p, o), z(t.w0() + o), dword_bcst(r13 + xd))?;
-                        }
-                    } else {
-                        let bc = z(t.bc());
-                        self.a.vbroadcastss(bc, dword_ptr(r13 + xd))?;
-                        for o in 0..t.nb {
-                            self.a.vfmadd231ps(t.acc(p, o), z(t.w0() + o), bc)?;
-                        }
+                    // One broadcast per pixel: FMAs with an embedded
+                    // {1to16} operand measured 5–25% slower (a load per
+                    // FMA: load-port bound).
+                    let bc = z(t.bc());
+                    self.a.vbroadcastss(bc, dword_ptr(r13 + xd))?;
+                    for o in 0..t.nb {
+                        self.a.vfmadd231ps(t.acc(p, o), z(t.w0() + o), bc)?;
                     }
                 }
             }
