@@ -148,15 +148,20 @@ fn layer_norm_from_parts() {
     check(g, &["layer_norm"]);
 }
 
+/// A square 2-D window: `k×k`, stride `s`, padding `p` on every side.
+fn win2d(k: usize, s: usize, p: usize) -> Window {
+    Window {
+        kernel: vec![k, k],
+        strides: vec![s, s],
+        dilations: vec![1, 1],
+        pads: vec![p; 4],
+        ceil_mode: false,
+    }
+}
+
 fn conv2d(g: &mut Graph, x: ValueId, cout: usize, cin: usize) -> ValueId {
     let w = konst(g, &[cout, cin, 3, 3], 9);
-    let win = Window {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![1, 1, 1, 1],
-        ceil_mode: false,
-    };
+    let win = win2d(3, 1, 1);
     op(
         g,
         Op::Conv {
@@ -463,13 +468,7 @@ fn conv_algorithm_choice() {
     // depthwise conv => direct depthwise kernel
     let (mut g, x) = graph(&[&[1, 32, 28, 28]]);
     let w = konst(&mut g, &[32, 1, 3, 3], 1);
-    let win = Window {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![1, 1, 1, 1],
-        ceil_mode: false,
-    };
+    let win = win2d(3, 1, 1);
     let y = op(
         &mut g,
         Op::Conv {
@@ -484,13 +483,7 @@ fn conv_algorithm_choice() {
     // 1×1 conv => GEMM on the input, no unfolding
     let (mut g, x) = graph(&[&[1, 16, 14, 14]]);
     let w = konst(&mut g, &[32, 16, 1, 1], 2);
-    let win = Window {
-        kernel: vec![1, 1],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![0; 4],
-        ceil_mode: false,
-    };
+    let win = win2d(1, 1, 0);
     let y = op(
         &mut g,
         Op::Conv {
@@ -504,13 +497,7 @@ fn conv_algorithm_choice() {
     // a large 7×7 stem: the unfolded input (≈7 MB) does not fit L2, so a chunked im2col wins
     let (mut g, x) = graph(&[&[1, 3, 224, 224]]);
     let w = konst(&mut g, &[64, 3, 7, 7], 3);
-    let win = Window {
-        kernel: vec![7, 7],
-        strides: vec![2, 2],
-        dilations: vec![1, 1],
-        pads: vec![3; 4],
-        ceil_mode: false,
-    };
+    let win = win2d(7, 2, 3);
     let y = op(
         &mut g,
         Op::Conv {
@@ -550,13 +537,7 @@ fn winograd_choice_follows_target() {
         } else {
             x[1]
         };
-        let win = Window {
-            kernel: vec![3, 3],
-            strides: vec![1, 1],
-            dilations: vec![1, 1],
-            pads: vec![1; 4],
-            ceil_mode: false,
-        };
+        let win = win2d(3, 1, 1);
         let y = op(
             &mut g,
             Op::Conv {
@@ -711,13 +692,7 @@ fn conv_relu_after_batchnorm_folding() {
 }
 
 fn pool2d(g: &mut Graph, x: ValueId, kind: crate::ir::PoolKind, k: usize, pad: usize) -> ValueId {
-    let window = Window {
-        kernel: vec![k, k],
-        strides: vec![2, 2],
-        dilations: vec![1, 1],
-        pads: vec![pad; 4],
-        ceil_mode: false,
-    };
+    let window = win2d(k, 2, pad);
     op(g, Op::Pool { kind, window }, &[x])
 }
 
@@ -749,13 +724,7 @@ fn winograd_conv_fuses_max_pool() {
     // pad 1 the 36 tiles would fill 36 of 64 columns and im2col wins.)
     let (mut g, x) = graph(&[&[4, 32, 13, 13]]);
     let w = konst(&mut g, &[64, 32, 3, 3], 9);
-    let window = Window {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![0; 4],
-        ceil_mode: false,
-    };
+    let window = win2d(3, 1, 0);
     let c = op(&mut g, Op::Conv { window, group: 1 }, &[x[0], w]);
     let r = op(&mut g, Op::Unary(UnaryOp::Relu), &[c]);
     let y = pool2d(&mut g, r, PoolKind::Max, 2, 0);
@@ -958,13 +927,7 @@ fn conv_plus_conv_residual_is_target_independent() {
     let b = op(
         &mut g,
         Op::Conv {
-            window: Window {
-                kernel: vec![1, 1],
-                strides: vec![1, 1],
-                dilations: vec![1, 1],
-                pads: vec![0; 4],
-                ceil_mode: false,
-            },
+            window: win2d(1, 1, 0),
             group: 1,
         },
         &[x[0], w1],
@@ -1101,13 +1064,6 @@ fn blocked_roundtrip_cancels() {
 /// global average pool (the convs' bias-free forms, relus fused).
 fn resnet_stage(c: usize, hw: usize) -> Graph {
     let (mut g, x) = graph(&[&[1, c, hw, hw]]);
-    let win = |k: usize, s: usize, p: usize| Window {
-        kernel: vec![k, k],
-        strides: vec![s, s],
-        dilations: vec![1, 1],
-        pads: vec![p; 4],
-        ceil_mode: false,
-    };
     let mut seed = 20;
     let mut conv = |g: &mut Graph, x: ValueId, cin: usize, cout: usize, k: usize, s: usize| {
         seed += 1;
@@ -1116,7 +1072,7 @@ fn resnet_stage(c: usize, hw: usize) -> Graph {
         op(
             g,
             Op::Conv {
-                window: win(k, s, k / 2),
+                window: win2d(k, s, k / 2),
                 group: 1,
             },
             &[x, w, b],
